@@ -1,0 +1,3 @@
+from safetrigger.cli import main
+
+raise SystemExit(main())

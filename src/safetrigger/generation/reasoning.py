@@ -1,0 +1,107 @@
+"""Reasoning with a thinking budget, for LRMs and for models that don't reason natively.
+
+Protocol (same for ``native`` and ``prompted`` reasoning):
+
+1. The prompt ends with ``<think>\\n`` (all project templates open it).
+2. Phase 1 generates up to ``thinking_budget`` tokens, stopping at ``</think>``.
+   Hitting the budget is recorded as ``budget_hit`` (caps runaway LRM traces); a model that
+   ends its turn inside the reasoning (common for prompted chat models) is recorded as
+   ``think_finish='eos'``.
+3. The reasoning is closed (``\\n</think>\\n\\n``) and phase 2 generates everything after it
+   — for a Safe-Trigger-trained model that is ``<safe>…</safe>`` plus the answer — up to
+   ``max_new_tokens``.
+
+``off`` skips reasoning: the prompt opens no ``<think>`` and one call produces the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from safetrigger.chat_templates import render_prompt
+from safetrigger.config import GenerationConfig
+from safetrigger.generation.base import GenerationBackend, SamplingParams
+from safetrigger.response_format import THINK_CLOSE, parse, render
+
+CLOSE_THINK = f"\n{THINK_CLOSE}\n\n"
+
+
+@dataclass
+class Response:
+    prompt_index: int
+    sample_index: int
+    response: str
+    """Full assistant text in canonical form: <think>…</think> then everything after it."""
+    think: str | None
+    safe: str | None
+    answer: str
+    think_finish: str | None
+    """Phase-1 finish: 'stop' (closed </think>), 'eos' (turn ended inside reasoning), 'length' (budget hit)."""
+    answer_finish: str
+    """Phase-2 finish: 'eos', 'stop' or 'length' (answer truncated by max_new_tokens)."""
+    budget_hit: bool
+    has_safe: bool
+    """A complete <safe>…</safe> block stands after </think>."""
+    issues: list[str]
+    """Parser issue codes (see response_format)."""
+    prompt_tokens: int
+    think_tokens: int
+    answer_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sampling(gen: GenerationConfig, max_new_tokens: int, stop: list[str]) -> SamplingParams:
+    return SamplingParams(max_new_tokens=max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, stop=stop, seed=gen.seed)
+
+
+def generate_responses(
+    backend: GenerationBackend,
+    prompts: list[str],
+    gen: GenerationConfig,
+    reasoning: str,
+    num_samples: int | None = None,
+) -> list[list[Response]]:
+    """Two-phase generation for already-rendered prompts (which end with ``<think>\\n``
+    unless ``reasoning == 'off'``). Returns ``num_samples`` responses per prompt."""
+    n = num_samples or gen.num_samples
+    if reasoning == "off":
+        outs = backend.complete(prompts, sampling(gen, gen.max_new_tokens, list(gen.stop)), n)
+        return [[_assemble(i, s, None, c) for s, c in enumerate(row)] for i, row in enumerate(outs)]
+
+    phase1 = backend.complete(prompts, sampling(gen, gen.thinking_budget, [THINK_CLOSE]), n)
+    flat = [(i, s, c) for i, row in enumerate(phase1) for s, c in enumerate(row)]
+    # Each sample continues from its own reasoning, so phase 2 runs one row per sample.
+    cont = [prompts[i] + c.text.rstrip() + CLOSE_THINK for i, _, c in flat]
+    phase2 = backend.complete(cont, sampling(gen, gen.max_new_tokens, list(gen.stop)), 1)
+    out: list[list[Response]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
+    for (i, s, think), (answer,) in zip(flat, phase2):
+        out[i][s] = _assemble(i, s, think, answer)
+    return out
+
+
+def _assemble(i: int, s: int, think, answer) -> Response:
+    think_text = think.text.strip() if think is not None else None
+    text = (render(think_text, "") + answer.text.strip()) if think is not None else answer.text.strip()
+    parsed = parse(text)
+    return Response(
+        prompt_index=i,
+        sample_index=s,
+        response=text,
+        think=parsed.think,
+        safe=parsed.safe,
+        answer=parsed.answer,
+        think_finish=think.finish_reason if think is not None else None,
+        answer_finish=answer.finish_reason,
+        budget_hit=bool(think is not None and think.finish_reason == "length"),
+        has_safe=parsed.safe_complete,
+        issues=parsed.issues,
+        prompt_tokens=(think or answer).prompt_tokens,
+        think_tokens=think.completion_tokens if think is not None else 0,
+        answer_tokens=answer.completion_tokens,
+    )
+
+
+def build_prompts(tokenizer, queries: list[str], reasoning: str, system: str | None) -> list[str]:
+    return [render_prompt(tokenizer, q, system=system, open_think=reasoning != "off") for q in queries]

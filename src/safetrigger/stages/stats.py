@@ -1,0 +1,33 @@
+"""Summary statistics shared by the stages that generate text."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+
+def percentiles(values: list[int | float], qs=(50, 90, 99, 100)) -> dict:
+    if not values:
+        return {}
+    s = sorted(values)
+    return {f"p{q}": s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))] for q in qs}
+
+
+def generation_stats(rows: list[dict]) -> dict:
+    """Counts per category, finish reasons, budget hits, format issues, token lengths."""
+    by_cat: dict[str, Counter] = defaultdict(Counter)
+    issues = Counter()
+    for r in rows:
+        c = by_cat[r.get("category", "?")]
+        c["rows"] += 1
+        c[f"think_finish:{r.get('think_finish')}"] += 1
+        c[f"answer_finish:{r.get('answer_finish')}"] += 1
+        c["budget_hit"] += bool(r.get("budget_hit"))
+        c["has_safe"] += bool(r.get("has_safe"))
+        issues.update(r.get("issues", []))
+    return {
+        "rows": len(rows),
+        "per_category": {k: dict(v) for k, v in sorted(by_cat.items())},
+        "issues": dict(issues),
+        "think_tokens": percentiles([r.get("think_tokens", 0) for r in rows]),
+        "answer_tokens": percentiles([r.get("answer_tokens", 0) for r in rows]),
+    }

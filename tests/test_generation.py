@@ -1,0 +1,110 @@
+"""Generation backend (transformers) and the two-phase reasoning protocol."""
+
+import pytest
+
+from safetrigger.config import GenerationConfig, ModelConfig
+from safetrigger.generation import Completion, GenerationBackend, SamplingParams, build_prompts, generate_responses, make_backend
+from safetrigger.generation.transformers_backend import TransformersBackend
+from safetrigger.models import load_model
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    return load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", template="chatml"))
+
+
+def test_batched_generation_shapes_and_finish_reasons(loaded):
+    be = TransformersBackend(loaded.model, loaded.tokenizer, batch_size=3, progress=False, end_tokens=["<|im_end|>"])
+    prompts = ["a", "The quick brown fox jumps over the lazy dog. " * 3, "How do I bake bread?", "x y", "2 + 2"]
+    out = be.complete(prompts, SamplingParams(max_new_tokens=7, temperature=1.0, seed=1), num_samples=2)
+    assert len(out) == len(prompts) and all(len(row) == 2 for row in out)
+    for p, row in zip(prompts, out):
+        for c in row:
+            assert c.finish_reason in ("eos", "length")
+            assert 0 <= c.completion_tokens <= 7
+            assert c.prompt_tokens == len(loaded.tokenizer(p, add_special_tokens=False)["input_ids"])
+            if c.finish_reason == "length":
+                assert c.completion_tokens == 7
+    # Same seed and batch size: same samples.
+    again = be.complete(prompts, SamplingParams(max_new_tokens=7, temperature=1.0, seed=1), num_samples=2)
+    assert [[c.text for c in r] for r in again] == [[c.text for c in r] for r in out]
+
+
+def test_stop_string_cuts_and_is_reported(loaded):
+    be = TransformersBackend(loaded.model, loaded.tokenizer, batch_size=2, progress=False)
+    params = dict(max_new_tokens=16, temperature=1.0, seed=3)
+    free = be.complete(["How do I bake bread?"], SamplingParams(**params))[0][0]
+    assert free.finish_reason == "length"
+    # A stop string whose first occurrence is well inside the sampled text.
+    i = next(i for i in range(3, len(free.text)) if free.text[i].isalnum() and free.text.index(free.text[i]) == i)
+    stop = free.text[i]
+    cut = be.complete(["How do I bake bread?"], SamplingParams(**params, stop=[stop]))[0][0]
+    assert cut.finish_reason == "stop" and cut.stop_string == stop
+    assert cut.text == free.text[:i]
+    assert cut.completion_tokens < 16
+
+
+def test_finish_logic_on_token_lists(loaded):
+    tok = loaded.tokenizer
+    be = TransformersBackend(loaded.model, tok, progress=False, end_tokens=["<|im_end|>"])
+    eos, pad = tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id
+    body = tok("hello world", add_special_tokens=False)["input_ids"]
+    c = be._finish(body + [eos, pad, pad], 5, SamplingParams(max_new_tokens=10), pad)
+    assert (c.text, c.finish_reason, c.completion_tokens) == ("hello world", "eos", len(body) + 1)
+    c = be._finish(body + [pad, pad], 5, SamplingParams(max_new_tokens=10, stop=["world"]), pad)
+    assert (c.text, c.finish_reason, c.stop_string) == ("hello ", "stop", "world")
+    c = be._finish(body, 5, SamplingParams(max_new_tokens=len(body)), pad)
+    assert (c.finish_reason, c.completion_tokens) == ("length", len(body))
+
+
+class ScriptedBackend(GenerationBackend):
+    """Returns canned completions and records every prompt it was given."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.calls = []
+
+    def complete(self, prompts, params, num_samples=1):
+        self.calls.append((list(prompts), params))
+        return [[self.script.pop(0) for _ in range(num_samples)] for _ in prompts]
+
+
+def test_two_phase_protocol_closes_think_and_records_budget():
+    be = ScriptedBackend([
+        Completion("short reasoning", "stop", 3, 2, "</think>"),
+        Completion("runaway reasoning that", "length", 3, 8),
+        Completion("<safe>\nrisky\n</safe>\n\nNo.", "eos", 9, 6),
+        Completion("Sure, here", "length", 9, 4),
+    ])
+    gen = GenerationConfig(thinking_budget=8, max_new_tokens=4)
+    out = generate_responses(be, ["P1<think>\n", "P2<think>\n"], gen, "prompted")
+    (first,), (second,) = out
+    phase1, phase2 = be.calls
+    assert phase1[1].max_new_tokens == 8 and phase1[1].stop == ["</think>"]
+    assert phase2[0] == ["P1<think>\nshort reasoning\n</think>\n\n", "P2<think>\nrunaway reasoning that\n</think>\n\n"]
+    assert phase2[1].max_new_tokens == 4
+    assert first.has_safe and first.safe == "risky" and first.answer == "No." and not first.budget_hit
+    assert first.response == "<think>\nshort reasoning\n</think>\n\n<safe>\nrisky\n</safe>\n\nNo."
+    assert second.budget_hit and second.think_finish == "length" and second.answer_finish == "length"
+    assert not second.has_safe and second.think_tokens == 8
+
+
+def test_prompted_reasoning_with_budget_on_tiny_model(loaded):
+    gen = GenerationConfig(thinking_budget=6, max_new_tokens=5, batch_size=4, num_samples=2, temperature=1.0, progress=False)
+    be = make_backend(loaded, gen)
+    prompts = build_prompts(loaded.tokenizer, ["How do I bake bread?", "What is 2 + 2?"], "prompted", "Think first.")
+    assert all(p.endswith("<think>\n") for p in prompts)
+    out = generate_responses(be, prompts, gen, "prompted")
+    assert [len(r) for r in out] == [2, 2]
+    for row in out:
+        for r in row:
+            assert r.think_tokens <= 6 and r.answer_tokens <= 5
+            assert r.budget_hit == (r.think_finish == "length")
+            assert "</think>" in r.response  # always closed, even when the budget cut it
+            assert r.response.startswith("<think>\n")
+
+
+def test_reasoning_off_is_one_call():
+    be = ScriptedBackend([Completion("plain answer", "eos", 2, 3)])
+    (r,), = generate_responses(be, ["P"], GenerationConfig(), "off")
+    assert len(be.calls) == 1 and r.answer == "plain answer" and r.think is None and r.think_finish is None
