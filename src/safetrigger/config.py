@@ -42,7 +42,7 @@ class ModelConfig:
     template: str = opt("auto", "Chat template family: auto | chatml | deepseek_r1 | qwen3 (project-owned jinja files).")
     reasoning: str = opt("auto", "native (an LRM) | prompted (a plain chat model told to reason in <think>) | off | auto (by template family).")
     system_prompt: str | None = opt(None, "System prompt; default none, or prompts/reasoning/prompted_system_v1.txt when reasoning is prompted.")
-    dtype: str = opt("auto", "auto | float32 | bfloat16 | float16 (auto: bfloat16 on GPU, float32 on CPU).")
+    dtype: str = opt("auto", "auto | float32 | bfloat16 | float16 (auto: bfloat16 on GPU and on CPUs with native bf16, else float32).")
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps.")
     trust_remote_code: bool = opt(False, "Allow custom modelling code from the model repo (off unless you trust it).")
     cache_dir: str | None = opt(None, "Where converted models are cached (default: $SAFETRIGGER_CACHE or ~/.cache/safetrigger).")
