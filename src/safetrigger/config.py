@@ -86,6 +86,17 @@ class JudgeConfig:
 
 
 @dataclass
+class ActivationConfig:
+    """The quick `<safe>` activation check of a trained model on held-out prompts."""
+
+    pool: dict[str, int] = opt(
+        help="Held-out query sets and counts (must be disjoint from data.pool).",
+        factory=lambda: {"harmful:eval": 16, "general:eval": 16},
+    )
+    model_stage: str = opt("sft", "Which training stage's model to check (sft; later dpo).")
+
+
+@dataclass
 class RunConfig:
     """One pipeline run: model, data, generation, judging, and where artifacts go."""
 
@@ -95,6 +106,7 @@ class RunConfig:
     generation: GenerationConfig = opt(help="Sampling settings.", factory=GenerationConfig)
     data: DataConfig = opt(help="Query pools.", factory=DataConfig)
     judge: JudgeConfig = opt(help="Safety judge.", factory=JudgeConfig)
+    activation: ActivationConfig = opt(help="Post-training <safe> activation check.", factory=ActivationConfig)
 
 
 # ---------------------------------------------------------------------------- loading

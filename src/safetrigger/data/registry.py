@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 
 from ..errors import DataError
 from .jailbreak import Template, build_jailbreaks, load_templates
-from .jsonl import read_jsonl, require
+from .jsonl import load_jsonl_queries, read_jsonl, require
 from .query import Query, normalize_text
 from .splits import split_of
 
@@ -170,7 +170,13 @@ def eval_sets() -> list[str]:
 
 
 def load_set(name: str) -> list[Query]:
-    """The queries of a named set (a fresh list; the same order on every call)."""
+    """The queries of a named set (a fresh list; the same order on every call).
+
+    ``<category>=<path.jsonl>`` names a user file instead (e.g. ``harmful=my_prompts.jsonl``),
+    so a pool can mix bundled sets and the user's own queries."""
+    if "=" in name:
+        category, path = name.split("=", 1)
+        return load_jsonl_queries(path, category.strip())
     if name not in _SETS:
         close = difflib.get_close_matches(str(name), _SETS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""

@@ -19,9 +19,17 @@ def _generate(cfg: RunConfig, store: RunStore) -> dict:
     return run_generate(cfg, store)
 
 
+def _activation(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.activation import run_activation
+
+    return run_activation(cfg, store)
+
+
 STAGES: dict[str, Callable[[RunConfig, RunStore], dict]] = {
     "generate": _generate,
+    "activation": _activation,
 }
 STAGE_HELP = {
     "generate": "Pass 1: every pool query -> the model -> think_1 + answer_1 (generate.jsonl).",
+    "activation": "Quick check: <safe> rate of the trained model on held-out harmful vs general prompts.",
 }

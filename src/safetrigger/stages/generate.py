@@ -25,36 +25,38 @@ def sample_id(query_id: str, sample: int) -> str:
 def run_generate(cfg: RunConfig, store: RunStore) -> dict:
     from safetrigger.data import draw_pool
 
-    queries = draw_pool(cfg.data.pool, cfg.data.seed)
+    return generate_stage(STAGE, cfg, cfg.model, draw_pool(cfg.data.pool, cfg.data.seed), store, {"data": asdict(cfg.data)})
+
+
+def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunStore, extra_settings: dict) -> dict:
+    """Generate responses of ``model_cfg`` for ``queries`` into ``<stage>.jsonl`` (resumable)."""
     gen = cfg.generation
     settings = {
-        "model": asdict(cfg.model),
+        "model": asdict(model_cfg),
         "generation": {k: v for k, v in asdict(gen).items() if k not in ("batch_size", "progress", "save_every")},
-        "data": asdict(cfg.data),
+        **extra_settings,
     }
-    store.begin_stage(STAGE, asdict(cfg), settings)
-    out = store.stage(STAGE)
+    store.begin_stage(stage, asdict(cfg), settings)
+    out = store.stage(stage)
     done = out.done_ids()
     todo = [q for q in queries if any(sample_id(q.id, s) not in done for s in range(gen.num_samples))]
-    log.info("%s: %d queries, %d already done, %d to generate", STAGE, len(queries), len(queries) - len(todo), len(todo))
+    log.info("%s: %d queries, %d already done, %d to generate", stage, len(queries), len(queries) - len(todo), len(todo))
     if todo:
-        generate_rows(cfg, todo, out, store)
-    rows = out.rows()
-    stats = generation_stats(rows)
-    store.finish_stage(STAGE, stats)
+        generate_rows(stage, model_cfg, gen, todo, out, store)
+    stats = generation_stats(out.rows())
+    store.finish_stage(stage, stats)
     return stats
 
 
-def generate_rows(cfg: RunConfig, queries, out, store: RunStore) -> None:
+def generate_rows(stage: str, model_cfg, gen, queries, out, store: RunStore) -> None:
     """Generate for ``queries`` in chunks of ``save_every``, appending each chunk as it lands."""
     from safetrigger.generation import build_prompts, generate_responses, make_backend
     from safetrigger.models import load_model, system_prompt
 
-    loaded = load_model(cfg.model)
-    backend = make_backend(loaded, cfg.generation)
-    system = system_prompt(cfg.model, loaded.reasoning)
-    store.update_stage(STAGE, model=loaded.identity, backend=backend.identity(), system_prompt=system)
-    gen = cfg.generation
+    loaded = load_model(model_cfg)
+    backend = make_backend(loaded, gen)
+    system = system_prompt(model_cfg, loaded.reasoning)
+    store.update_stage(stage, model=loaded.identity, backend=backend.identity(), system_prompt=system)
     done = out.done_ids()
     for start in range(0, len(queries), gen.save_every):
         chunk = queries[start : start + gen.save_every]
@@ -70,4 +72,4 @@ def generate_rows(cfg: RunConfig, queries, out, store: RunStore) -> None:
                 row.update({k: v for k, v in r.to_dict().items() if k != "prompt_index"})
                 rows.append(row)
         out.append(rows)
-        log.info("%s: wrote %d rows (%d/%d queries)", STAGE, len(rows), start + len(chunk), len(queries))
+        log.info("%s: wrote %d rows (%d/%d queries)", stage, len(rows), start + len(chunk), len(queries))

