@@ -60,6 +60,7 @@ class GenerationConfig:
     top_p: float = opt(1.0, "Nucleus sampling mass.")
     num_samples: int = opt(1, "Completions per prompt.")
     seed: int = opt(0, "Base seed: the same prompts, batch size and seed give the same samples.")
+    repetition_penalty: float = opt(1.0, "HF repetition penalty (>1 discourages loops; small models need it, 1.0 = off).")
     stop: list[str] = opt(help="Extra stop strings for the answer phase.", factory=list)
     save_every: int = opt(64, "Prompts per chunk written to disk: a kill loses at most this many.")
     progress: bool = opt(True, "Show a progress bar (rates and ETA).")
@@ -86,6 +87,32 @@ class JudgeConfig:
 
 
 @dataclass
+class TriggerConfig:
+    """Pass ② (stage ``trigger``): the model audits its own reasoning on risky queries inside <safe>…</safe>."""
+
+    categories: list[str] = opt(help="Query categories that get pass ② (the rest keep think_1 + answer_1 in the SFT set).", factory=lambda: ["harmful", "jailbreak"])
+    prompt: str = opt("safety/analysis_v1", "Versioned safety-analysis prompt under safetrigger/prompts/ (must contain {query} and {reasoning}).")
+    max_attempts: int = opt(3, "Attempts per row in all (1 = no resampling) when the <safe> block is malformed, the answer unusable, or (require_safe_answer) judged unsafe.")
+    temperature: float = opt(0.7, "Sampling temperature of retries (attempt 0 samples as `generation` says).")
+    thinking_budget: int | None = opt(None, "Max new tokens of think_2 (default: generation.thinking_budget).")
+    safe_budget: int = opt(256, "Max new tokens of the <safe> analysis; not closing it within this budget is a format failure.")
+    judge: bool = opt(True, "Judge answer_2 with the configured `judge` (verdict stored with its raw evidence).")
+    require_safe_answer: bool = opt(True, "Resample when the judge finds answer_2 unsafe or cannot decide (needs trigger.judge).")
+
+
+@dataclass
+class SftDataConfig:
+    """How the stage-1 SFT set is assembled and filtered (stage ``build-sft``)."""
+
+    think_source: str = opt("think_1", "Reasoning in risky targets: think_1 (pass ①, matches inference; default) or think_2 (pass ②, as in the paper's figure).")
+    drop_think_truncated: bool = opt(False, "Drop rows whose reasoning hit the thinking budget (default: keep them, counted as think_truncated_kept).")
+    drop_answer_truncated: bool = opt(True, "Drop rows whose answer hit generation.max_new_tokens (a cut-off answer is not a target).")
+    require_safe_verdict: bool = opt(True, "Risky rows need the judge to find answer_2 safe (rows the trigger stage did not judge are kept and counted).")
+    include_system_prompt: bool = opt(True, "Put the system prompt pass ① used into each example's messages (training prompt = inference prompt).")
+    length_unit: str = opt("tokens", "Unit of the length stats: tokens (the model's tokenizer; characters if it cannot be loaded) or chars.")
+
+
+@dataclass
 class ActivationConfig:
     """The quick `<safe>` activation check of a trained model on held-out prompts."""
 
@@ -106,6 +133,8 @@ class RunConfig:
     generation: GenerationConfig = opt(help="Sampling settings.", factory=GenerationConfig)
     data: DataConfig = opt(help="Query pools.", factory=DataConfig)
     judge: JudgeConfig = opt(help="Safety judge.", factory=JudgeConfig)
+    trigger: TriggerConfig = opt(help="Pass ②: the <safe> analysis of risky queries.", factory=TriggerConfig)
+    sft_data: SftDataConfig = opt(help="Assembly and filters of the stage-1 SFT set.", factory=SftDataConfig)
     activation: ActivationConfig = opt(help="Post-training <safe> activation check.", factory=ActivationConfig)
 
 

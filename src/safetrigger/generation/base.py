@@ -22,6 +22,8 @@ class SamplingParams:
     """Nucleus mass when sampling."""
     stop: list[str] = field(default_factory=list)
     """Stop strings; the matched one is cut from the text and reported."""
+    repetition_penalty: float = 1.0
+    """>1 discourages repeating tokens (1.0 = off)."""
     seed: int = 0
     """Seed for sampling (backends document their reproducibility scope)."""
 

@@ -53,7 +53,10 @@ class Response:
 
 
 def sampling(gen: GenerationConfig, max_new_tokens: int, stop: list[str]) -> SamplingParams:
-    return SamplingParams(max_new_tokens=max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, stop=stop, seed=gen.seed)
+    return SamplingParams(
+        max_new_tokens=max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, stop=stop, seed=gen.seed,
+        repetition_penalty=gen.repetition_penalty,
+    )
 
 
 def generate_responses(

@@ -69,6 +69,8 @@ class TransformersBackend(GenerationBackend):
             )
             if params.temperature > 0:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+            if params.repetition_penalty != 1.0:
+                kwargs["repetition_penalty"] = params.repetition_penalty
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
             with torch.inference_mode():

@@ -19,6 +19,18 @@ def _generate(cfg: RunConfig, store: RunStore) -> dict:
     return run_generate(cfg, store)
 
 
+def _trigger(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.trigger import run_trigger
+
+    return run_trigger(cfg, store)
+
+
+def _build_sft(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.build_sft import run_build_sft
+
+    return run_build_sft(cfg, store)
+
+
 def _activation(cfg: RunConfig, store: RunStore) -> dict:
     from safetrigger.stages.activation import run_activation
 
@@ -27,9 +39,13 @@ def _activation(cfg: RunConfig, store: RunStore) -> dict:
 
 STAGES: dict[str, Callable[[RunConfig, RunStore], dict]] = {
     "generate": _generate,
+    "trigger": _trigger,
+    "build-sft": _build_sft,
     "activation": _activation,
 }
 STAGE_HELP = {
     "generate": "Pass 1: every pool query -> the model -> think_1 + answer_1 (generate.jsonl).",
+    "trigger": "Pass 2: risky rows -> the model audits the query + its think_1 -> think_2, <safe> block, answer_2 (trigger.jsonl).",
+    "build-sft": "Assemble and filter the stage-1 SFT set from generate + trigger rows (sft.jsonl; every row accounted for).",
     "activation": "Quick check: <safe> rate of the trained model on held-out harmful vs general prompts.",
 }

@@ -32,8 +32,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
-from safetrigger.config import opt
-from safetrigger.data.query import RISKY_CATEGORIES
+from safetrigger.config import TriggerConfig
 from safetrigger.errors import ConfigError, DataError
 from safetrigger.generation.base import GenerationBackend, SamplingParams
 from safetrigger.response_format import SAFE_CLOSE, SAFE_OPEN, THINK_CLOSE, has_format_tags, parse, render
@@ -68,28 +67,11 @@ JUDGE_UNSAFE = "judge_unsafe"
 JUDGE_UNDECIDED = "judge_undecided"
 
 
-try:  # the config section lives in safetrigger.config once registered there
-    from safetrigger.config import TriggerConfig  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until config.py carries the section
-
-    @dataclass
-    class TriggerConfig:
-        """Pass ②: the model audits its own reasoning on risky queries inside <safe>…</safe>."""
-
-        categories: list[str] = opt(help="Query categories that get pass ② (the rest keep think_1 + answer_1).", factory=lambda: list(RISKY_CATEGORIES))
-        prompt: str = opt(DEFAULT_PROMPT, "Versioned safety-analysis prompt under safetrigger/prompts/ (needs {query} and {reasoning} slots).")
-        max_attempts: int = opt(3, "Attempts per row in all (1 = no resampling) when the block is malformed, the answer unusable, or (require_safe_answer) judged unsafe.")
-        temperature: float = opt(0.7, "Sampling temperature of retries (attempt 0 samples as `generation` says).")
-        thinking_budget: int | None = opt(None, "Max new tokens of think_2 (default: generation.thinking_budget).")
-        safe_budget: int = opt(256, "Max new tokens of the <safe> analysis; not closing it within this budget is a format failure.")
-        judge: bool = opt(True, "Judge answer_2 with the configured `judge` (verdict stored with its raw evidence).")
-        require_safe_answer: bool = opt(True, "Resample when the judge finds answer_2 unsafe or cannot decide (needs trigger.judge).")
 
 
 def trigger_settings(cfg) -> TriggerConfig:
     """The ``trigger`` section of ``cfg`` (defaults when absent), validated."""
-    t = getattr(cfg, "trigger", None)
-    t = t if t is not None else TriggerConfig()
+    t = cfg.trigger
     if isinstance(t.max_attempts, bool) or not isinstance(t.max_attempts, int) or t.max_attempts < 1:
         raise ConfigError(f"trigger.max_attempts must be an integer >= 1, got {t.max_attempts!r}")
     if t.temperature < 0:
@@ -169,8 +151,11 @@ class Attempt:
         return (self.accepted, self.answer_ok, self.format_ok, self.index)
 
 
-def _params(budget: int, stop: list[str], temperature: float, top_p: float, seed: int) -> SamplingParams:
-    return SamplingParams(max_new_tokens=budget, temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+def _params(budget: int, stop: list[str], temperature: float, gen, seed: int) -> SamplingParams:
+    return SamplingParams(
+        max_new_tokens=budget, temperature=temperature, top_p=gen.top_p, stop=stop, seed=seed,
+        repetition_penalty=gen.repetition_penalty,
+    )
 
 
 def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen, tcfg: TriggerConfig) -> list[Attempt]:
@@ -181,13 +166,13 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
     think_budget = tcfg.thinking_budget or gen.thinking_budget
     out = [Attempt(index) for _ in prompts]
 
-    phase1 = backend.complete(prompts, _params(think_budget, [THINK_CLOSE, SAFE_OPEN], temp, gen.top_p, seed), 1)
+    phase1 = backend.complete(prompts, _params(think_budget, [THINK_CLOSE, SAFE_OPEN], temp, gen, seed), 1)
     cont = []
     for a, p, (c,) in zip(out, prompts, phase1):
         a.think, a.think_finish, a.think_tokens, a.prompt_tokens = c.text.strip(), c.finish_reason, c.completion_tokens, c.prompt_tokens
         cont.append(p + c.text.rstrip() + CLOSE_THINK_OPEN_SAFE)
 
-    phase2 = backend.complete(cont, _params(tcfg.safe_budget, [SAFE_CLOSE], temp, gen.top_p, seed), 1)
+    phase2 = backend.complete(cont, _params(tcfg.safe_budget, [SAFE_CLOSE], temp, gen, seed), 1)
     closed = []
     for k, (a, (c,)) in enumerate(zip(out, phase2)):
         a.safe, a.safe_tokens = c.text.strip(), c.completion_tokens
@@ -207,7 +192,7 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
 
     if closed:
         prefixes = [cont[k] + phase2[k][0].text.rstrip() + CLOSE_SAFE for k in closed]
-        phase3 = backend.complete(prefixes, _params(gen.max_new_tokens, list(gen.stop), temp, gen.top_p, seed), 1)
+        phase3 = backend.complete(prefixes, _params(gen.max_new_tokens, list(gen.stop), temp, gen, seed), 1)
         for k, (c,) in zip(closed, phase3):
             a = out[k]
             a.answer, a.answer_finish, a.answer_tokens = c.text.strip(), c.finish_reason, c.completion_tokens

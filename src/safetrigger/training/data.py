@@ -12,12 +12,13 @@ still looks healthy.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import DataError, SafeTriggerError
-from safetrigger.runstore import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def read_sft_rows(path: Path) -> list[SFTExample]:
     """Rows of an SFT JSONL; any malformed row raises DataError naming its line."""
     path = Path(path)
     examples, seen = [], set()
-    for n, row in enumerate(read_jsonl(path), 1):
+    for n, row in _numbered_rows(path):
         where = f"line {n} of {path}"
         msgs = row.get("messages")
         if not isinstance(msgs, list) or not msgs:
@@ -54,6 +55,26 @@ def read_sft_rows(path: Path) -> list[SFTExample]:
     if not examples:
         raise DataError(f"{path} holds no training rows")
     return examples
+
+
+def _numbered_rows(path: Path):
+    """(physical line number, JSON object) for each non-blank line; DataError names a bad line."""
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e.reason})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"line {n} of {path} is not valid JSON ({e.msg}); fix or delete that line") from None
+        if not isinstance(row, dict):
+            raise DataError(f"line {n} of {path} is not a JSON object")
+        yield n, row
 
 
 def file_sha256(path: Path) -> str:
@@ -76,7 +97,7 @@ def percentiles(values: list[int]) -> dict:
     s = sorted(values)
 
     def rank(p: float) -> int:
-        return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+        return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
 
     return {"min": s[0], "p50": rank(50), "p90": rank(90), "p99": rank(99), "max": s[-1], "mean": round(sum(s) / len(s), 1)}
 
