@@ -15,7 +15,7 @@ ROOT = Path(__file__).parent.parent
 
 def test_help_lists_the_subcommands():
     out = subprocess.run([sys.executable, "-m", "safetrigger", "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("run", "generate", "config", "data", "model", "judge"):
+    for cmd in ("run", "generate", "trigger", "build-sft", "sft", "activation", "config", "data", "model", "judge"):
         assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
 
 
@@ -48,7 +48,7 @@ def test_bad_config_key(capsys):
 
 def test_missing_dataset_file(capsys, tmp_path):
     err = _error(capsys, ["generate", "--run_dir", str(tmp_path), "--data.pool", "{'harmful=/no/such/file.jsonl': 2}"])
-    assert "/no/such/file.jsonl not found" in err
+    assert "file not found: /no/such/file.jsonl" in err
 
 
 def test_unknown_set(capsys, tmp_path):
@@ -60,7 +60,7 @@ def test_query_file_line_not_json(capsys, tmp_path):
     f = tmp_path / "q.jsonl"
     f.write_text('{"text": "fine"}\n{broken\n')
     err = _error(capsys, ["generate", "--run_dir", str(tmp_path / "r"), "--data.pool", json.dumps({f"harmful={f}": 0})])
-    assert f"line 2 of {f} is not JSON" in err
+    assert f"line 2 of {f} is not valid JSON" in err
 
 
 def test_stage_file_line_not_json(capsys, tmp_path, tiny_model_dir):

@@ -260,7 +260,7 @@ def test_malformed_vendored_line_names_file_and_line(tmp_path, monkeypatch):
     lines = (sets / "advbench.jsonl").read_text().splitlines()
     lines[2] = lines[2][:-5]  # truncate line 3
     (sets / "advbench.jsonl").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"line 3 of .*advbench\.jsonl is not JSON: .*fix or remove the line"):
+    with pytest.raises(DataError, match=r"line 3 of .*advbench\.jsonl is not valid JSON .*fix or remove the line"):
         load_set("advbench:eval")
     with pytest.raises(DataError, match="line 3 of"):
         load_set("jailbreak:eval")  # built on top of it
@@ -299,10 +299,10 @@ def test_user_jsonl_queries(tmp_path):
 
 
 @pytest.mark.parametrize("content, pattern", [
-    ('{"text": "ok"}\n{"text": "bad"\n', r"line 2 of .*bad\.jsonl is not JSON"),
+    ('{"text": "ok"}\n{"text": "bad"\n', r"line 2 of .*bad\.jsonl is not valid JSON"),
     ('{"text": "ok"}\n{"question": "no text"}\n', r"line 2 of .*no 'text' or 'prompt' field"),
     ('{"text": "   "}\n', r"line 1 of .*no non-empty string field 'text'"),
-    ('["a list"]\n', r"line 1 of .*not an object"),
+    ('["a list"]\n', r"line 1 of .*not a JSON object"),
     ('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', r"line 2 of .*repeats id 'a' from line 1"),
     ('\n\n', r"has no rows"),
 ])
@@ -314,7 +314,7 @@ def test_user_jsonl_errors(tmp_path, content, pattern):
 
 
 def test_user_jsonl_missing_file_and_bad_category(tmp_path):
-    with pytest.raises(DataError, match=r"nope\.jsonl not found"):
+    with pytest.raises(DataError, match=r"file not found: .*nope\.jsonl"):
         load_jsonl_queries(tmp_path / "nope.jsonl", "harmful")
     (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
     with pytest.raises(DataError, match="category 'risky'"):

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from safetrigger.errors import DataError, SafeTriggerError
-from safetrigger.runstore import RunStore, read_jsonl
+from safetrigger.jsonl import read_jsonl
+from safetrigger.runstore import RunStore
 
 
 def test_append_skips_nothing_and_refuses_duplicates(tmp_path):

@@ -72,11 +72,11 @@ def test_interrupted_generate_resumes_without_loss_or_duplicates(tiny_model_dir,
 
 def test_killed_cli_run_resumes_to_the_same_ids(tiny_model_dir, tmp_path):
     """SIGKILL a real `safetrigger generate` mid-stage, re-run it, compare with an uninterrupted run."""
-    pool = "{'general:train': 20, 'harmful:train': 20, 'jailbreak:train': 20}"
+    pool = "{'general:train': 10, 'harmful:train': 10, 'jailbreak:train': 10}"
     args = lambda run: [  # noqa: E731
         sys.executable, "-m", "safetrigger", "-q", "generate", "--run_dir", str(run),
         "--model.name_or_path", str(tiny_model_dir), "--model.template", "chatml", "--model.dtype", "float32",
-        "--data.pool", pool, "--generation.thinking_budget", "24", "--generation.max_new_tokens", "24",
+        "--data.pool", pool, "--data.max_query_chars", "800", "--generation.thinking_budget", "16", "--generation.max_new_tokens", "16",
         "--generation.batch_size", "2", "--generation.save_every", "2",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -88,10 +88,10 @@ def test_killed_cli_run_resumes_to_the_same_ids(tiny_model_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     n_before = out.read_text().count("\n")
-    assert 4 <= n_before < 60, "the kill should land mid-stage"
+    assert 4 <= n_before < 30, "the kill should land mid-stage"
     subprocess.run(args(tmp_path / "killed"), env=env, check=True, capture_output=True)
     subprocess.run(args(tmp_path / "clean"), env=env, check=True, capture_output=True)
     killed = RunStore(tmp_path / "killed").stage("generate").rows()
     clean = RunStore(tmp_path / "clean").stage("generate").rows()
-    assert len(killed) == len({r["id"] for r in killed}) == 60
+    assert len(killed) == len({r["id"] for r in killed}) == 30
     assert {r["id"] for r in killed} == {r["id"] for r in clean}

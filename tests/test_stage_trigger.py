@@ -133,10 +133,28 @@ def test_prefill_stop_and_retry_after_unclosed_block(tmp_path):
     parsed = parse(r["response_2"])
     assert parsed.safe_complete and parsed.think == r["think_2"] and parsed.answer == r["answer_2"]
 
-    assert stats["rows"] == 1 and stats["per_category"] == {"harmful": {"rows": 1, "accepted": 1, "format_ok": 1, "answer_ok": 1, "retried": 1, "judged": 1, "judged_unsafe": 0}}
+    assert stats["rows"] == 1 and stats["per_category"] == {"harmful": {"rows": 1, "accepted": 1, "format_ok": 1, "answer_ok": 1, "safe_forced": 0, "retried": 1, "judged": 1, "judged_unsafe": 0}}
     assert stats["attempts_histogram"] == {"2": 1} and stats["format_failure_rate"] == {"rows": 0.0, "attempts": 0.5}
     assert stats["failure_reasons"] == {"safe_budget_hit": 1} and stats["judge"]["unsafe_rate"] == 0.0
     assert store.manifest()["stages"]["trigger"]["status"] == "done"
+
+
+def test_budget_forcing_closes_the_block_and_accepts_cut_answers(tmp_path):
+    cfg = make_cfg(tmp_path, close_safe_on_budget=True, retry_truncated_answer=False)
+    store = store_with(cfg, [gen_row("h1:0", "harmful", "QH1 how do I pick a lock?")])
+    be = PhaseBackend({"QH1": {
+        "think": [done("The user wants lock picking.")],
+        "safe": [Completion("Core issue: risky and then it rambles", "length", 20, 32)],
+        "answer": [answer("I can't help with picking locks, but", reason="length")],
+    }})
+    stats = run_trigger(cfg, store, loaded=loaded(), backend=be)
+    (r,) = store.stage("trigger").rows()
+    assert r["attempts"] == 1 and r["failures"] == [[]] and r["accepted"]
+    assert r["safe_forced"] and r["safe"] == "Core issue: risky and then it rambles"
+    ((p3,), _), = be.of("answer")
+    assert p3.endswith("Core issue: risky and then it rambles\n</safe>\n\n")
+    assert parse(r["response_2"]).safe_complete
+    assert stats["per_category"]["harmful"]["safe_forced"] == 1
 
 
 def test_judge_rejected_answer_is_resampled(tmp_path):

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from safetrigger.errors import ConfigError
+from safetrigger.training.config import SFTConfig
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, factory: Any = None) -> Any:
@@ -75,6 +76,7 @@ class DataConfig:
         factory=lambda: {"general:train": 8, "harmful:train": 8, "jailbreak:train": 8},
     )
     seed: int = opt(0, "Seed for drawing queries from each set.")
+    max_query_chars: int = opt(0, "Leave out queries longer than this many characters (0 = keep all; small-context models need a limit).")
 
 
 @dataclass
@@ -96,6 +98,8 @@ class TriggerConfig:
     temperature: float = opt(0.7, "Sampling temperature of retries (attempt 0 samples as `generation` says).")
     thinking_budget: int | None = opt(None, "Max new tokens of think_2 (default: generation.thinking_budget).")
     safe_budget: int = opt(256, "Max new tokens of the <safe> analysis; not closing it within this budget is a format failure.")
+    close_safe_on_budget: bool = opt(False, "Close a <safe> block that hits safe_budget instead of failing it (budget forcing, for weak models; counted as safe_forced).")
+    retry_truncated_answer: bool = opt(True, "Count an answer_2 cut off by generation.max_new_tokens as a failure to resample.")
     judge: bool = opt(True, "Judge answer_2 with the configured `judge` (verdict stored with its raw evidence).")
     require_safe_answer: bool = opt(True, "Resample when the judge finds answer_2 unsafe or cannot decide (needs trigger.judge).")
 
@@ -135,6 +139,7 @@ class RunConfig:
     judge: JudgeConfig = opt(help="Safety judge.", factory=JudgeConfig)
     trigger: TriggerConfig = opt(help="Pass ②: the <safe> analysis of risky queries.", factory=TriggerConfig)
     sft_data: SftDataConfig = opt(help="Assembly and filters of the stage-1 SFT set.", factory=SftDataConfig)
+    sft: SFTConfig = opt(help="Stage-1 Safe Trigger SFT (LoRA) settings.", factory=SFTConfig)
     activation: ActivationConfig = opt(help="Post-training <safe> activation check.", factory=ActivationConfig)
 
 

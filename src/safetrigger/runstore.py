@@ -25,38 +25,14 @@ import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from safetrigger.errors import DataError, SafeTriggerError
+from safetrigger.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = ["safetrigger", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm"]
-
-
-def read_jsonl(path: Path, repair_tail: bool = False) -> Iterator[dict]:
-    """Rows of a JSONL file; a bad line raises DataError naming it (except a torn last line
-    when ``repair_tail``, which is skipped: that is what an interrupted append leaves)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    with path.open("rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    torn_tail = not data.endswith(b"\n") and data != b""
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if repair_tail and torn_tail and n == len(lines):
-                log.warning("%s: dropping a partial last line (interrupted write)", path)
-                return
-            raise DataError(f"line {n} of {path} is not valid JSON ({e.msg}); fix or delete that line") from None
-        if not isinstance(row, dict):
-            raise DataError(f"line {n} of {path} is not a JSON object")
-        yield row
 
 
 class StageFile:
@@ -80,7 +56,7 @@ class StageFile:
     def rows(self) -> list[dict]:
         if not self.path.is_file():
             return []
-        return list(read_jsonl(self.path, repair_tail=True))
+        return [row for _, row in read_jsonl(self.path, repair_tail=True)]
 
     def done_ids(self) -> set[str]:
         if self._ids is None:

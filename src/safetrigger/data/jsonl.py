@@ -1,39 +1,19 @@
 """Reading JSONL query files (vendored or user-supplied) with errors that name file and line.
 
 A bad line anywhere in a data file is a user-fixable problem, so it becomes a one-line
-`DataError` ("line 3 of X is not JSON: ...; fix or remove the line"), never a traceback.
+`DataError` naming file and line (see safetrigger.jsonl), never a traceback.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import DataError
+from ..jsonl import read_jsonl  # noqa: F401  (re-exported: data modules read through it)
 from .query import CATEGORIES, Query
 
 TEXT_FIELDS = ("text", "prompt")  # accepted names for the prompt in user files
-
-
-def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; DataError on a missing file, a line
-    that is not JSON, or a line that is not a JSON object."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"query file {path} not found")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"line {lineno} of {path} is not JSON: {e.msg}; fix or remove the line") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"line {lineno} of {path} is a JSON {type(obj).__name__}, not an object; "
-                                "fix or remove the line")
-            yield lineno, obj
 
 
 def require(obj: dict[str, Any], key: str, path: str, lineno: int) -> str:

@@ -25,6 +25,7 @@ below its source's row count. `assert_disjoint` checks all of this.
 from __future__ import annotations
 
 import copy
+import logging
 import difflib
 import functools
 import random
@@ -38,6 +39,7 @@ from .jsonl import load_jsonl_queries, read_jsonl, require
 from .query import Query, normalize_text
 from .splits import split_of
 
+log = logging.getLogger(__name__)
 SETS_DIR = Path(__file__).parent / "sets"
 TEMPLATES_FILE = "jailbreak_templates.jsonl"
 TEMPLATE_EVAL_FRACTION = 0.3  # held-out templates test generalisation to unseen wrappers
@@ -184,10 +186,11 @@ def load_set(name: str) -> list[Query]:
     return _SETS[name]()
 
 
-def draw_pool(pool: Mapping[str, int], seed: int) -> list[Query]:
+def draw_pool(pool: Mapping[str, int], seed: int, max_chars: int = 0) -> list[Query]:
     """Draw `n` queries from each named set (`0` = all, in set order), deterministically by
     `seed`; ids drawn by an earlier set are not repeated. A draw is a prefix of a seeded shuffle,
-    so asking for more later keeps the queries drawn before (useful for resumed generation)."""
+    so asking for more later keeps the queries drawn before (useful for resumed generation).
+    ``max_chars`` > 0 leaves out queries longer than that (counted in the log)."""
     if not isinstance(pool, Mapping):
         raise DataError(f"a query pool maps set names to counts, e.g. {{'harmful:train': 100}}; got {pool!r}")
     out, seen = [], set()
@@ -195,6 +198,12 @@ def draw_pool(pool: Mapping[str, int], seed: int) -> list[Query]:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise DataError(f"pool size for {name!r} must be a whole number >= 0 (0 = all), got {n!r}")
         items = load_set(name)
+        if max_chars:
+            # Small-context models (the demo) can't take the longest jailbreak wrappers.
+            kept = [q for q in items if len(q.text) <= max_chars]
+            if len(kept) < len(items):
+                log.info("pool %s: skipping %d of %d queries longer than %d characters", name, len(items) - len(kept), len(items), max_chars)
+            items = kept
         if n > len(items):
             raise DataError(f"query set {name!r} has {len(items)} queries, fewer than the {n} requested; "
                             f"ask for at most {len(items)} (or 0 for all)")

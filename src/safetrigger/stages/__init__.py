@@ -31,6 +31,12 @@ def _build_sft(cfg: RunConfig, store: RunStore) -> dict:
     return run_build_sft(cfg, store)
 
 
+def _sft(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.sft import run_sft
+
+    return run_sft(cfg, store)
+
+
 def _activation(cfg: RunConfig, store: RunStore) -> dict:
     from safetrigger.stages.activation import run_activation
 
@@ -41,11 +47,13 @@ STAGES: dict[str, Callable[[RunConfig, RunStore], dict]] = {
     "generate": _generate,
     "trigger": _trigger,
     "build-sft": _build_sft,
+    "sft": _sft,
     "activation": _activation,
 }
 STAGE_HELP = {
     "generate": "Pass 1: every pool query -> the model -> think_1 + answer_1 (generate.jsonl).",
     "trigger": "Pass 2: risky rows -> the model audits the query + its think_1 -> think_2, <safe> block, answer_2 (trigger.jsonl).",
     "build-sft": "Assemble and filter the stage-1 SFT set from generate + trigger rows (sft.jsonl; every row accounted for).",
+    "sft": "Safe Trigger SFT (TRL, LoRA by default) on sft.jsonl -> the ST-S model (sft/).",
     "activation": "Quick check: <safe> rate of the trained model on held-out harmful vs general prompts.",
 }

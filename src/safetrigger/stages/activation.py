@@ -34,7 +34,7 @@ def trained_model(cfg: RunConfig, store: RunStore, stage: str = "sft") -> ModelC
 def run_activation(cfg: RunConfig, store: RunStore) -> dict:
     from safetrigger.data import assert_disjoint, draw_pool
 
-    queries = draw_pool(cfg.activation.pool, cfg.data.seed)
+    queries = draw_pool(cfg.activation.pool, cfg.data.seed, cfg.data.max_query_chars)
     assert_disjoint(list(cfg.data.pool), queries)
     model_cfg = trained_model(cfg, store, cfg.activation.model_stage)
     stats = generate_stage(STAGE, cfg, model_cfg, queries, store, {"activation": dataclasses.asdict(cfg.activation)})

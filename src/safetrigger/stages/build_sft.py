@@ -143,6 +143,8 @@ def assemble(row: dict, trig: dict | None, risky: bool, opts: SftDataConfig) -> 
         info["think_truncated"] = True
     if risky and not (trig.get("format_ok") and safe.strip()):
         return None, SAFE_FORMAT, info
+    if risky and trig.get("safe_forced"):
+        info["safe_forced"] = True  # block closed at trigger.safe_budget (budget forcing)
     if answer_cut and opts.drop_answer_truncated:
         return None, ANSWER_TRUNCATED, info
     if not answer.strip():

@@ -25,7 +25,7 @@ def sample_id(query_id: str, sample: int) -> str:
 def run_generate(cfg: RunConfig, store: RunStore) -> dict:
     from safetrigger.data import draw_pool
 
-    return generate_stage(STAGE, cfg, cfg.model, draw_pool(cfg.data.pool, cfg.data.seed), store, {"data": asdict(cfg.data)})
+    return generate_stage(STAGE, cfg, cfg.model, draw_pool(cfg.data.pool, cfg.data.seed, cfg.data.max_query_chars), store, {"data": asdict(cfg.data)})
 
 
 def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunStore, extra_settings: dict) -> dict:

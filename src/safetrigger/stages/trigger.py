@@ -121,6 +121,8 @@ class Attempt:
     safe_finish: str = ""
     """'stop' (closed with </safe>), 'eos' or 'length' (format failure)."""
     safe_tokens: int = 0
+    safe_forced: bool = False
+    """The block hit trigger.safe_budget and was closed for it (trigger.close_safe_on_budget)."""
     answer: str = ""
     answer_finish: str | None = None
     """None when no answer was generated (the block failed)."""
@@ -143,7 +145,7 @@ class Attempt:
 
     def response(self) -> str:
         """Canonical text of this attempt (an unclosed block stays unclosed)."""
-        if self.safe_finish == "stop":
+        if self.safe_finish == "stop" or self.safe_forced:
             return render(self.think, self.answer, self.safe)
         return render(self.think, "") + f"{SAFE_OPEN}\n{self.safe.strip()}"
 
@@ -177,11 +179,13 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
     for k, (a, (c,)) in enumerate(zip(out, phase2)):
         a.safe, a.safe_tokens = c.text.strip(), c.completion_tokens
         a.safe_finish = "stop" if (c.finish_reason == "stop" and c.stop_string == SAFE_CLOSE) else c.finish_reason
+        # Budget forcing, as for the reasoning: weak models ramble inside the block.
+        a.safe_forced = a.safe_finish == "length" and tcfg.close_safe_on_budget and bool(a.safe)
         if has_format_tags(a.think):
             a.failures.append(THINK_HAS_TAGS)
         if a.safe_finish == "eos":
             a.failures.append(SAFE_UNCLOSED_EOS)
-        elif a.safe_finish != "stop":
+        elif a.safe_finish != "stop" and not a.safe_forced:
             a.failures.append(SAFE_BUDGET_HIT)
         elif not a.safe:
             a.failures.append(SAFE_EMPTY)
@@ -198,7 +202,7 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
             a.answer, a.answer_finish, a.answer_tokens = c.text.strip(), c.finish_reason, c.completion_tokens
             if not a.answer:
                 a.failures.append(ANSWER_EMPTY)
-            elif a.answer_finish == "length":
+            elif a.answer_finish == "length" and tcfg.retry_truncated_answer:
                 a.failures.append(ANSWER_TRUNCATED)
             if has_format_tags(a.answer):
                 a.failures.append(ANSWER_HAS_TAGS)
@@ -262,6 +266,7 @@ def trigger_row(src: dict, attempts: list[Attempt], pid: str) -> dict:
         "response_2": best.response(),
         "think2_finish": best.think_finish,
         "safe_finish": best.safe_finish,
+        "safe_forced": best.safe_forced,
         "answer2_finish": best.answer_finish,
         "think2_budget_hit": best.think_finish == "length",
         "format_ok": best.format_ok,
@@ -379,6 +384,7 @@ def trigger_stats(rows: list[dict]) -> dict:
         c["accepted"] += bool(r.get("accepted"))
         c["format_ok"] += bool(r.get("format_ok"))
         c["answer_ok"] += bool(r.get("answer_ok"))
+        c["safe_forced"] += bool(r.get("safe_forced"))
         c["retried"] += r.get("attempts", 1) > 1
         attempts_hist[str(r.get("attempts"))] += 1
         for fails in r.get("failures", []):

@@ -8,10 +8,16 @@ YAML/CLI overrides work once ``RunConfig`` carries an ``sft`` section.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from safetrigger.config import opt
 from safetrigger.errors import ConfigError
+
+
+def opt(default: Any, help: str = "") -> Any:
+    """Same as ``safetrigger.config.opt``; not imported from there because ``RunConfig`` embeds
+    ``SFTConfig``, so safetrigger.config imports this module (importing back would be circular)."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass

@@ -12,13 +12,13 @@ still looks healthy.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import DataError, SafeTriggerError
+from safetrigger.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def read_sft_rows(path: Path) -> list[SFTExample]:
     """Rows of an SFT JSONL; any malformed row raises DataError naming its line."""
     path = Path(path)
     examples, seen = [], set()
-    for n, row in _numbered_rows(path):
+    for n, row in read_jsonl(path):
         where = f"line {n} of {path}"
         msgs = row.get("messages")
         if not isinstance(msgs, list) or not msgs:
@@ -55,26 +55,6 @@ def read_sft_rows(path: Path) -> list[SFTExample]:
     if not examples:
         raise DataError(f"{path} holds no training rows")
     return examples
-
-
-def _numbered_rows(path: Path):
-    """(physical line number, JSON object) for each non-blank line; DataError names a bad line."""
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text ({e.reason})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"line {n} of {path} is not valid JSON ({e.msg}); fix or delete that line") from None
-        if not isinstance(row, dict):
-            raise DataError(f"line {n} of {path} is not a JSON object")
-        yield n, row
 
 
 def file_sha256(path: Path) -> str:
