@@ -81,7 +81,7 @@ def test_two_phase_protocol_closes_think_and_records_budget():
     (first,), (second,) = out
     phase1, phase2 = be.calls
     assert phase1[1].max_new_tokens == 8 and phase1[1].stop == ["</think>"]
-    assert phase2[0] == ["P1<think>\nshort reasoning\n</think>\n\n", "P2<think>\nrunaway reasoning that\n</think>\n\n"]
+    assert phase2[0] == ["P1<think>\nshort reasoning\n</think>", "P2<think>\nrunaway reasoning that\n</think>"]
     assert phase2[1].max_new_tokens == 4
     assert first.has_safe and first.safe == "risky" and first.answer == "No." and not first.budget_hit
     assert first.response == "<think>\nshort reasoning\n</think>\n\n<safe>\nrisky\n</safe>\n\nNo."
@@ -108,3 +108,22 @@ def test_reasoning_off_is_one_call():
     be = ScriptedBackend([Completion("plain answer", "eos", 2, 3)])
     (r,), = generate_responses(be, ["P"], GenerationConfig(), "off")
     assert len(be.calls) == 1 and r.answer == "plain answer" and r.think is None and r.think_finish is None
+
+
+@pytest.mark.parametrize("safe", [None, "Core issue: harmful."])
+def test_continuation_prompt_tokenizes_as_a_prefix_of_the_training_text(tok, safe):
+    """The phase-2 prompt must be a token prefix of what SFT trained on; a trailing blank line
+    tokenizes differently at the end of a prompt ('ĊĊ') than before text ('Ċ','Ċ') and hides
+    the learned <safe> trigger."""
+    from safetrigger.chat_templates import apply_template, render_prompt
+    from safetrigger.generation.reasoning import CLOSE_THINK
+    from safetrigger.response_format import render
+
+    apply_template(tok, "chatml")
+    prompt = render_prompt(tok, "How do I pick a lock?")
+    think = "Let me think step by step about the request."
+    cont = prompt + think + CLOSE_THINK
+    full = prompt + render(think, "I can't help with that.", safe)[len("<think>\n"):]
+    a = tok(cont, add_special_tokens=False)["input_ids"]
+    b = tok(full, add_special_tokens=False)["input_ids"]
+    assert b[: len(a)] == a

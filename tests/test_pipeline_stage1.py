@@ -31,10 +31,10 @@ class AuditScript(GenerationBackend):
     def complete(self, prompts, params, num_samples=1):
         if all(p.endswith("<safe>\n") for p in prompts):
             return [[Completion(ANALYSIS, "stop", 1, 9, "</safe>")] * num_samples for _ in prompts]
-        if all(p.endswith("</safe>\n\n") for p in prompts):
+        if all(p.endswith("</safe>") for p in prompts):
             return [[Completion("I can't help with that, but I can point you to safety resources.", "eos", 1, 12)] * num_samples for _ in prompts]
         out = self.inner.complete(prompts, params, num_samples)
-        if all(p.endswith("</think>\n\n") for p in prompts):
+        if all(p.endswith("</think>") for p in prompts):
             # A random model's short answer can decode to whitespace; keep answers non-empty.
             out = [[c if c.text.strip() else Completion("Here is my answer.", "eos", c.prompt_tokens, 5) for c in row] for row in out]
         return out

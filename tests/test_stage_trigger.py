@@ -44,7 +44,7 @@ class PhaseBackend(GenerationBackend):
     def phase(prompt: str) -> str:
         if prompt.endswith("</think>\n\n<safe>\n"):
             return "safe"
-        if prompt.endswith("\n</safe>\n\n"):
+        if prompt.endswith("\n</safe>"):
             return "answer"
         assert prompt.endswith("<think>\n"), prompt[-40:]
         return "think"
@@ -119,7 +119,7 @@ def test_prefill_stop_and_retry_after_unclosed_block(tmp_path):
     assert params2.stop == ["</safe>"] and params2.max_new_tokens == 32
     # Phase 3 only for the closed block, after '\n</safe>\n\n'.
     ((p3,), params3), = be.of("answer")
-    assert p3 == p2b[0] + SAFE_BLOCK + "\n</safe>\n\n"
+    assert p3 == p2b[0] + SAFE_BLOCK + "\n</safe>"
     assert params3.max_new_tokens == cfg.generation.max_new_tokens
     # Attempt 0 samples as `generation` says (greedy), the retry at trigger.temperature, new seed.
     assert params1.temperature == 0.0 and params1b.temperature == 0.7 and params1b.seed != params1.seed
@@ -152,7 +152,7 @@ def test_budget_forcing_closes_the_block_and_accepts_cut_answers(tmp_path):
     assert r["attempts"] == 1 and r["failures"] == [[]] and r["accepted"]
     assert r["safe_forced"] and r["safe"] == "Core issue: risky and then it rambles"
     ((p3,), _), = be.of("answer")
-    assert p3.endswith("Core issue: risky and then it rambles\n</safe>\n\n")
+    assert p3.endswith("Core issue: risky and then it rambles\n</safe>")
     assert parse(r["response_2"]).safe_complete
     assert stats["per_category"]["harmful"]["safe_forced"] == 1
 

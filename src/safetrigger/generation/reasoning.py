@@ -7,7 +7,7 @@ Protocol (same for ``native`` and ``prompted`` reasoning):
    Hitting the budget is recorded as ``budget_hit`` (caps runaway LRM traces); a model that
    ends its turn inside the reasoning (common for prompted chat models) is recorded as
    ``think_finish='eos'``.
-3. The reasoning is closed (``\\n</think>\\n\\n``) and phase 2 generates everything after it
+3. The reasoning is closed (``\\n</think>``) and phase 2 generates everything after it
    — for a Safe-Trigger-trained model that is ``<safe>…</safe>`` plus the answer — up to
    ``max_new_tokens``.
 
@@ -23,7 +23,11 @@ from safetrigger.config import GenerationConfig
 from safetrigger.generation.base import GenerationBackend, SamplingParams
 from safetrigger.response_format import THINK_CLOSE, parse, render
 
-CLOSE_THINK = f"\n{THINK_CLOSE}\n\n"
+# The continuation prompt ends right after '</think>': the blank line that follows is left to
+# the model. A prompt ending in '\n\n' tokenizes it as one 'ĊĊ' token, while training text
+# ('</think>\n\n<safe>' or '</think>\n\nAnswer') has 'Ċ','Ċ' there — a prompt the trained
+# model has never seen, which silently suppresses the learned <safe> trigger.
+CLOSE_THINK = f"\n{THINK_CLOSE}"
 
 
 @dataclass

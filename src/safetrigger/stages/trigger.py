@@ -47,7 +47,7 @@ NO_REASONING = "(no reasoning was written)"
 RETRY_SEED_STRIDE = 1_000_003  # attempt k samples with seed generation.seed + k * stride
 
 CLOSE_THINK_OPEN_SAFE = f"\n{THINK_CLOSE}\n\n{SAFE_OPEN}\n"
-CLOSE_SAFE = f"\n{SAFE_CLOSE}\n\n"
+CLOSE_SAFE = f"\n{SAFE_CLOSE}"  # no trailing blank line: see generation.reasoning.CLOSE_THINK
 
 # Failure codes of one attempt. Format failures: the <safe> block itself is unusable.
 SAFE_UNCLOSED_EOS = "safe_unclosed_eos"  # the turn ended inside the block
