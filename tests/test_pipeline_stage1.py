@@ -49,12 +49,12 @@ def scripted_pass2(monkeypatch):
 def test_stage1_end_to_end(tiny_model_dir, tmp_path, scripted_pass2):
     run = tmp_path / "run"
     argv = [
-        "-q", "run", "--run_dir", str(run), "--stages", "[generate, trigger, build-sft, sft]",
+        "-q", "run", "--run_dir", str(run), "--stages", "[generate, trigger, build-sft, sft, activation]",
         "--model.name_or_path", str(tiny_model_dir), "--model.template", "chatml", "--model.dtype", "float32",
         "--data.pool", "{'general:train': 3, 'harmful:train': 3, 'jailbreak:train': 2}", "--data.max_query_chars", "600",
         "--generation.thinking_budget", "8", "--generation.max_new_tokens", "6", "--sft_data.drop_answer_truncated", "false",
         "--judge.name", "refusal-keywords", "--sft.lora_r", "4", "--sft.lora_alpha", "8", "--sft.max_steps", "2",
-        "--sft.per_device_batch_size", "2",
+        "--sft.per_device_batch_size", "2", "--activation.pool", "{'harmful:eval': 2, 'general:eval': 2}",
     ]
     assert main(argv) == 0
     store = RunStore(run)
@@ -80,6 +80,14 @@ def test_stage1_end_to_end(tiny_model_dir, tmp_path, scripted_pass2):
     assert (run / "sft" / "adapter" / "adapter_config.json").is_file()
     m = store.manifest()["stages"]
     assert all(m[s]["status"] == "done" for s in ("generate", "trigger", "sft"))
+    # Activation: the trained model on held-out prompts; the rate is what the rows say.
+    act_rows = store.stage("activation").rows()
+    act = json.loads(store.stats_path("activation").read_text())
+    assert len(act_rows) == 4 and set(act["safe_rate"]) == {"harmful", "general"}
+    for cat, rate in act["safe_rate"].items():
+        rows = [r for r in act_rows if r["category"] == cat]
+        assert rate == round(sum(r["has_safe"] for r in rows) / len(rows), 4)
+    assert store.manifest()["stages"]["activation"]["model"]["adapter"].endswith("sft/adapter")
     # A second run skips everything that is finished.
     assert main(argv) == 0
     assert len(store.stage("generate").rows()) == 8

@@ -145,8 +145,6 @@ def parse(text: str, think_opened_in_prompt: bool = False) -> ParsedResponse:
         )
         cursor = closer[2]
         rest = text[cursor:]
-    elif not out.think_closed and NO_THINK in issues:
-        rest = text
 
     if _TAG.search(rest):
         issues.append(TAG_IN_ANSWER)

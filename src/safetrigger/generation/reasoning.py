@@ -56,9 +56,16 @@ class Response:
         return asdict(self)
 
 
-def sampling(gen: GenerationConfig, max_new_tokens: int, stop: list[str]) -> SamplingParams:
+def sampling(
+    gen: GenerationConfig, max_new_tokens: int, stop: list[str], temperature: float | None = None, seed: int | None = None
+) -> SamplingParams:
+    """Sampling settings of one call from the generation config (temperature/seed overridable)."""
     return SamplingParams(
-        max_new_tokens=max_new_tokens, temperature=gen.temperature, top_p=gen.top_p, stop=stop, seed=gen.seed,
+        max_new_tokens=max_new_tokens,
+        temperature=gen.temperature if temperature is None else temperature,
+        top_p=gen.top_p,
+        stop=stop,
+        seed=gen.seed if seed is None else seed,
         repetition_penalty=gen.repetition_penalty,
     )
 

@@ -10,7 +10,6 @@ over-refusal, capability) is ``safetrigger eval``'s job; this is the cheap sanit
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from safetrigger.config import ModelConfig, RunConfig
 from safetrigger.errors import SafeTriggerError
@@ -37,9 +36,11 @@ def run_activation(cfg: RunConfig, store: RunStore) -> dict:
     queries = draw_pool(cfg.activation.pool, cfg.data.seed, cfg.data.max_query_chars)
     assert_disjoint(list(cfg.data.pool), queries)
     model_cfg = trained_model(cfg, store, cfg.activation.model_stage)
-    stats = generate_stage(STAGE, cfg, model_cfg, queries, store, {"activation": dataclasses.asdict(cfg.activation)})
-    stats["safe_rate"] = {
-        cat: round(c.get("has_safe", 0) / c["rows"], 4) for cat, c in stats["per_category"].items() if c.get("rows")
-    }
-    Path(store.stats_path(STAGE)).write_text(__import__("json").dumps(stats, indent=2))
-    return stats
+    return generate_stage(
+        STAGE, cfg, model_cfg, queries, store, {"activation": dataclasses.asdict(cfg.activation)}, summarize=safe_rates
+    )
+
+
+def safe_rates(stats: dict) -> dict:
+    """Share of responses with a complete <safe> block, per category."""
+    return {"safe_rate": {cat: round(c.get("has_safe", 0) / c["rows"], 4) for cat, c in stats["per_category"].items() if c.get("rows")}}

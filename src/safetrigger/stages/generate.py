@@ -28,8 +28,9 @@ def run_generate(cfg: RunConfig, store: RunStore) -> dict:
     return generate_stage(STAGE, cfg, cfg.model, draw_pool(cfg.data.pool, cfg.data.seed, cfg.data.max_query_chars), store, {"data": asdict(cfg.data)})
 
 
-def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunStore, extra_settings: dict) -> dict:
-    """Generate responses of ``model_cfg`` for ``queries`` into ``<stage>.jsonl`` (resumable)."""
+def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunStore, extra_settings: dict, summarize=None) -> dict:
+    """Generate responses of ``model_cfg`` for ``queries`` into ``<stage>.jsonl`` (resumable).
+    ``summarize(stats) -> dict`` adds stage-specific figures to the stats before they are written."""
     gen = cfg.generation
     settings = {
         "model": asdict(model_cfg),
@@ -44,6 +45,8 @@ def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunSto
     if todo:
         generate_rows(stage, model_cfg, gen, todo, out, store)
     stats = generation_stats(out.rows())
+    if summarize is not None:
+        stats.update(summarize(stats))
     store.finish_stage(stage, stats)
     return stats
 

@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass, field
 
 from safetrigger.config import TriggerConfig
 from safetrigger.errors import ConfigError, DataError
-from safetrigger.generation.base import GenerationBackend, SamplingParams
+from safetrigger.generation.base import GenerationBackend
+from safetrigger.generation.reasoning import sampling
 from safetrigger.response_format import SAFE_CLOSE, SAFE_OPEN, THINK_CLOSE, has_format_tags, parse, render
 from safetrigger.runstore import RunStore
 from safetrigger.stages.stats import percentiles
@@ -153,13 +154,6 @@ class Attempt:
         return (self.accepted, self.answer_ok, self.format_ok, self.index)
 
 
-def _params(budget: int, stop: list[str], temperature: float, gen, seed: int) -> SamplingParams:
-    return SamplingParams(
-        max_new_tokens=budget, temperature=temperature, top_p=gen.top_p, stop=stop, seed=seed,
-        repetition_penalty=gen.repetition_penalty,
-    )
-
-
 def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen, tcfg: TriggerConfig) -> list[Attempt]:
     """One attempt for each rendered prompt (each ends with ``<think>\\n``): the three calls,
     then the format and answer checks. Judging is left to the caller."""
@@ -168,13 +162,13 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
     think_budget = tcfg.thinking_budget or gen.thinking_budget
     out = [Attempt(index) for _ in prompts]
 
-    phase1 = backend.complete(prompts, _params(think_budget, [THINK_CLOSE, SAFE_OPEN], temp, gen, seed), 1)
+    phase1 = backend.complete(prompts, sampling(gen, think_budget, [THINK_CLOSE, SAFE_OPEN], temp, seed), 1)
     cont = []
     for a, p, (c,) in zip(out, prompts, phase1):
         a.think, a.think_finish, a.think_tokens, a.prompt_tokens = c.text.strip(), c.finish_reason, c.completion_tokens, c.prompt_tokens
         cont.append(p + c.text.rstrip() + CLOSE_THINK_OPEN_SAFE)
 
-    phase2 = backend.complete(cont, _params(tcfg.safe_budget, [SAFE_CLOSE], temp, gen, seed), 1)
+    phase2 = backend.complete(cont, sampling(gen, tcfg.safe_budget, [SAFE_CLOSE], temp, seed), 1)
     closed = []
     for k, (a, (c,)) in enumerate(zip(out, phase2)):
         a.safe, a.safe_tokens = c.text.strip(), c.completion_tokens
@@ -196,7 +190,7 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
 
     if closed:
         prefixes = [cont[k] + phase2[k][0].text.rstrip() + CLOSE_SAFE for k in closed]
-        phase3 = backend.complete(prefixes, _params(gen.max_new_tokens, list(gen.stop), temp, gen, seed), 1)
+        phase3 = backend.complete(prefixes, sampling(gen, gen.max_new_tokens, list(gen.stop), temp, seed), 1)
         for k, (c,) in zip(closed, phase3):
             a = out[k]
             a.answer, a.answer_finish, a.answer_tokens = c.text.strip(), c.finish_reason, c.completion_tokens
