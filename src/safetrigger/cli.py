@@ -2,10 +2,16 @@
 
     safetrigger run CONFIG [--section.key VALUE ...]     every stage in config.stages, skipping finished ones
     safetrigger <stage> CONFIG [--section.key VALUE ...] one stage (see `safetrigger --help`)
+    safetrigger eval CONFIG                              models x benchmarks x judges -> <run_dir>/eval/results.md
+    safetrigger probe CONFIG [--model NAME]              latent safety awareness of one eval model -> probe.json
     safetrigger config CONFIG [--explain]                the resolved config / every field with its help
     safetrigger data list | show NAME                    the bundled query sets
     safetrigger model prepare [CONFIG]                   convert + cache the model (the embedded one by default)
     safetrigger judge accuracy                           the offline refusal judge against human labels
+    safetrigger serve MODEL [--port 8000]                an OpenAI-compatible server on a local model
+    safetrigger chat MODEL                               chat in the terminal (reasoning, <safe>, answer apart)
+    safetrigger capability MODEL --tasks arc_easy,drop   lm-evaluation-harness tasks, scored on the final answer only
+    safetrigger report RUN_DIR [--output PATH]           one self-contained HTML page about a run
 
 Problems the user can fix (bad config key, missing file, missing model, malformed data) end
 with one ``error:`` line and exit status 2.
@@ -30,9 +36,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.epilog = "Any config field can follow as an override: --section.key VALUE (see `safetrigger config --explain`)."
 
 
-def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+def split_overrides(argv: list[str], keep: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
     """Split argv where config overrides start: the first ``--key`` that names a config
-    field (dotted, or a top-level field such as ``--run_dir``)."""
+    field (dotted, or a top-level field such as ``--run_dir``) and is not one of the
+    command's own flags (``keep``, e.g. probe's ``--model``)."""
     import dataclasses
 
     from safetrigger.config import RunConfig
@@ -41,7 +48,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     for i, a in enumerate(argv):
         if a.startswith("--"):
             key = a[2:].split("=", 1)[0].replace("-", "_")
-            if "." in key or key in top:
+            if ("." in key or key in top) and key not in keep:
                 return argv[:i], argv[i:]
     return argv, []
 
@@ -58,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     for name, text in STAGE_HELP.items():
         _config_args(sub.add_parser(name, help=text))
+
+    p = sub.add_parser("probe", help="Latent safety awareness: the model audits its own reasoning on attacks that succeeded in eval (RISR, false alarms, AUROC).")
+    p.add_argument("--model", help="name in eval.models to probe (default: probe.model)")
+    _config_args(p)
 
     p = sub.add_parser("config", help="Print the resolved config (YAML), or every field with its help.")
     p.add_argument("--explain", action="store_true", help="list every field, its default and what it means")
@@ -78,7 +89,49 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = p.add_subparsers(dest="judge_command", metavar="ACTION", required=True)
     jsub.add_parser("accuracy", help="Accuracy of the offline refusal judge on PyRIT's human-labelled refusal rows.")
     jsub.add_parser("list", help="Available judges.")
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (/v1/chat/completions, /v1/completions, /v1/models) on a local model.")
+    _model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("SAFETRIGGER_API_KEY"), help="require 'Authorization: Bearer KEY' (default: $SAFETRIGGER_API_KEY; unset = no key)")
+    p.add_argument("--served-model-name", help="model name clients send (default: MODEL as given)")
+
+    p = sub.add_parser("chat", help="Chat with a model in the terminal: reasoning, <safe> analysis and answer shown apart.")
+    _model_args(p)
+    p.add_argument("--hide-reasoning", action="store_true", help="do not print the <think> reasoning")
+    p.add_argument("--hide-safe", action="store_true", help="do not print the <safe> analysis")
+
+    p = sub.add_parser("report", help="Write one self-contained HTML report of a run dir (pipeline counts, results, plots, samples).")
+    p.add_argument("run_dir", help="a run dir written by `safetrigger run` (e.g. runs/demo)")
+    p.add_argument("--output", help="where to write the page (default: RUN_DIR/report.html)")
+    p.add_argument("--max-samples", type=int, default=2000, help="at most this many eval generations in the sample browser (default 2000)")
+
+    p = sub.add_parser("capability", help="General capability (ARC, WinoGrande, DROP, ...) with lm-evaluation-harness; reasoning stripped before scoring.")
+    _model_args(p)
+    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task names, e.g. arc_easy,winogrande,drop")
+    p.add_argument("--limit", type=int, help="at most N examples per task (default: all)")
+    p.add_argument("--num-fewshot", type=int, help="few-shot examples per prompt (default: each task's own)")
+    p.add_argument("--include-path", help="folder of extra lm-eval task YAMLs (e.g. local tasks)")
+    p.add_argument("--output", help="write results.json, samples_<task>.jsonl and reasoning.jsonl to this folder")
+    p.add_argument("--force-answer", action="store_true", help="score the answer after a forced </think> when the model never closes its reasoning (default: no answer, counted)")
     return parser
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="HF hub id, local directory, .gguf file, or 'embedded' (as model.name_or_path)")
+    p.add_argument("--adapter", help="LoRA adapter directory to load on top (e.g. runs/demo/sft/adapter, written by the sft stage)")
+    p.add_argument("--config", help="YAML run config for model/generation settings")
+    p.epilog = "Config overrides come last: --section.key VALUE (e.g. --model.template chatml --generation.max_new_tokens 512)."
+
+
+def _model_config(args):
+    """The run config of serve/chat: --config + overrides, with MODEL and --adapter on top."""
+    cfg = _load(args)
+    cfg.model.name_or_path = args.model
+    if args.adapter:
+        cfg.model.adapter = args.adapter
+    return cfg
 
 
 def _load(args):
@@ -96,6 +149,25 @@ def cmd_stage(name: str, args) -> int:
         cfg.generation.progress = False
     stats = STAGES[name](cfg, RunStore(cfg.run_dir))
     print(json.dumps({"stage": name, "run_dir": cfg.run_dir, "rows": stats.get("rows")}))
+    _print_results(stats)
+    return 0
+
+
+def _print_results(stats: dict) -> None:
+    if stats.get("results_md"):  # the eval stage
+        print(f"results: {stats['results_md']}")
+
+
+def cmd_probe(args) -> int:
+    from safetrigger.evaluation.probe import run_probe
+    from safetrigger.runstore import RunStore
+
+    cfg = _load(args)
+    if args.quiet:
+        cfg.generation.progress = False
+    result = run_probe(cfg, RunStore(cfg.run_dir), model=args.model)
+    print(result["verdict"])
+    print(f"probe: {result['path']}")
     return 0
 
 
@@ -119,6 +191,23 @@ def cmd_run(args) -> int:
         stats = STAGES[name](cfg, store)
         log.info("stage %s: done, %s rows, %.1fs", name, stats.get("rows"), time.perf_counter() - t0)
     print(f"run finished: {cfg.run_dir} (manifest: {store.manifest_path})")
+    _print_results(stats if cfg.stages else {})
+    try:  # the report is a view of the run: its failure must not fail the run
+        from safetrigger.report import write_report
+
+        print(f"report: {write_report(cfg.run_dir)}")
+    except Exception as e:
+        log.warning("report not written (%s: %s); retry with `safetrigger report %s`", type(e).__name__, e, cfg.run_dir)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from safetrigger.config import ConfigError
+    from safetrigger.report import write_report
+
+    if args.max_samples < 0:
+        raise ConfigError(f"--max-samples must be 0 or more, got {args.max_samples}")
+    print(write_report(args.run_dir, args.output, max_samples=args.max_samples))
     return 0
 
 
@@ -167,18 +256,51 @@ def cmd_judge(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from safetrigger.serve import serve
+
+    serve(_model_config(args), host=args.host, port=args.port, api_key=args.api_key, served_name=args.served_model_name)
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from safetrigger.chat import open_session, run_chat
+
+    cfg = _model_config(args)
+    cfg.generation.progress = False
+    return run_chat(open_session(cfg), hide_reasoning=args.hide_reasoning, hide_safe=args.hide_safe)
+
+
+def cmd_capability(args) -> int:
+    from safetrigger.evaluation.lm_eval_bridge import evaluate_model
+
+    cfg = _model_config(args)
+    if args.quiet:
+        cfg.generation.progress = False
+    out = evaluate_model(cfg, args.tasks.split(","), limit=args.limit, num_fewshot=args.num_fewshot,
+                         include_path=args.include_path, output_dir=args.output, strict_think=not args.force_answer)
+    counts = {k: out["safetrigger"].get(k, 0) for k in ("generate_requests", "answered", "no_answer", "empty_answer")}
+    print(json.dumps({"results": out["results"], "answers": counts, "output": args.output}, indent=2, default=str))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    head, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    head, overrides = split_overrides(argv, keep=("model",) if command == "probe" else ())
     args = parser.parse_args(head)
     args.overrides = overrides
+    # SAFETRIGGER_QUIET=1 is -q from the environment (CI logs); either one silences every bar.
+    args.quiet = args.quiet or os.environ.get("SAFETRIGGER_QUIET", "").strip().lower() not in ("", "0", "false", "no")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     if args.quiet:
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # bars we do not create (Trainer, datasets, hub)
+        os.environ["SAFETRIGGER_QUIET"] = "1"  # ours, wherever they are created (safetrigger.progress)
     if not args.command:
         parser.print_help()
         return 0
@@ -187,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in STAGES:
             return cmd_stage(args.command, args)
-        return {"run": cmd_run, "config": cmd_config, "data": cmd_data, "model": cmd_model, "judge": cmd_judge}[args.command](args)
+        return {"run": cmd_run, "config": cmd_config, "data": cmd_data, "model": cmd_model, "judge": cmd_judge,
+                "serve": cmd_serve, "chat": cmd_chat, "probe": cmd_probe,
+                "capability": cmd_capability, "report": cmd_report}[args.command](args)
     except SafeTriggerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

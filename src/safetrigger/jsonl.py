@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from safetrigger.errors import DataError
 
@@ -43,3 +44,15 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[t
         if not isinstance(obj, dict):
             raise DataError(f"line {n} of {path} is not a JSON object (got {type(obj).__name__}); fix or remove the line")
         yield n, obj
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
+    """Write a whole JSONL file atomically (tmp + fsync + rename): a kill never leaves half a data set."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

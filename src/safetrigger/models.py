@@ -177,20 +177,25 @@ def system_prompt(cfg: ModelConfig, reasoning: str) -> str | None:
     return None
 
 
-def load_model(cfg: ModelConfig, for_training: bool = False) -> LoadedModel:
-    """Load model + tokenizer (+ LoRA adapter) as ``cfg`` says."""
+def load_model(cfg: ModelConfig, for_training: bool = False, weights: bool = True) -> LoadedModel:
+    """Load model + tokenizer (+ LoRA adapter) as ``cfg`` says. ``weights=False`` loads only
+    the tokenizer (``.model`` is None): enough to render prompts for a model on a server."""
     from transformers import AutoModelForCausalLM
 
     source = resolve_source(cfg)
     tok, family = load_tokenizer(cfg, source)
+    if not weights:
+        identity = {"name_or_path": cfg.name_or_path, "resolved": str(source), "adapter": cfg.adapter, "template": family, "weights": False}
+        return LoadedModel(None, tok, family, reasoning_mode(cfg, family), identity)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     except OSError as e:
         raise ModelError(f"cannot load model '{source}': {str(e).splitlines()[0]}") from None
-    if cfg.adapter:
-        model = load_adapter(model, cfg.adapter, merge=cfg.merge_adapter)
+    adapters = adapter_paths(cfg.adapter)
+    for i, path in enumerate(adapters):  # stacked (ST-D = base + SFT adapter + DPO adapter): all but the last merged
+        model = load_adapter(model, path, merge=cfg.merge_adapter or i < len(adapters) - 1)
     model.to(device)
     if not for_training:
         model.eval()
@@ -204,6 +209,11 @@ def load_model(cfg: ModelConfig, for_training: bool = False) -> LoadedModel:
         "device": device,
     }
     return LoadedModel(model, tok, family, reasoning_mode(cfg, family), identity)
+
+
+def adapter_paths(adapter: str | None) -> list[str]:
+    """``model.adapter`` as a list: one path, or several separated by commas (applied in order)."""
+    return [a.strip() for a in (adapter or "").split(",") if a.strip()]
 
 
 def load_adapter(model, adapter: str | Path, merge: bool = False):

@@ -69,6 +69,14 @@ def render_prompt(tokenizer, query: str, system: str | None = None, open_think: 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, open_think=open_think)
 
 
+def render_direct_prompt(tokenizer, family: str, text: str) -> str:
+    """Prompt for a short direct reply (a rubric or audit question), no reasoning: the reply
+    starts right after the generation prompt. R1-style templates force a ``<think>`` block, so
+    an empty one is written for them (the convention of their "no thinking" mode)."""
+    prompt = render_prompt(tokenizer, text, system=None, open_think=False)
+    return prompt + "<think>\n\n</think>\n\n" if family == "deepseek_r1" else prompt
+
+
 def render_conversation(tokenizer, query: str, response: str, system: str | None = None) -> str:
     """Full training text: prompt + assistant response (think + safe + answer) + end of turn."""
     messages = ([{"role": "system", "content": system}] if system else []) + [

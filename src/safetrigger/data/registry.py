@@ -31,13 +31,13 @@ import functools
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from ..errors import DataError
 from .jailbreak import Template, build_jailbreaks, load_templates
 from .jsonl import load_jsonl_queries, read_jsonl, require
 from .query import Query, normalize_text
-from .splits import split_of
+from .splits import drop_overlapping, split_of
 
 log = logging.getLogger(__name__)
 SETS_DIR = Path(__file__).parent / "sets"
@@ -186,11 +186,14 @@ def load_set(name: str) -> list[Query]:
     return _SETS[name]()
 
 
-def draw_pool(pool: Mapping[str, int], seed: int, max_chars: int = 0) -> list[Query]:
+def draw_pool(pool: Mapping[str, int], seed: int, max_chars: int = 0, exclude: Sequence[Query] = ()) -> list[Query]:
     """Draw `n` queries from each named set (`0` = all, in set order), deterministically by
     `seed`; ids drawn by an earlier set are not repeated. A draw is a prefix of a seeded shuffle,
     so asking for more later keeps the queries drawn before (useful for resumed generation).
-    ``max_chars`` > 0 leaves out queries longer than that (counted in the log)."""
+    ``max_chars`` > 0 leaves out queries longer than that (counted in the log). ``exclude``:
+    queries of another pool (e.g. the SFT pool, when drawing the DPO pool from the same sets)
+    that registered sets skip — same id, text or underlying prompt; user files are kept whole,
+    so a caller's disjointness check refuses them instead of silently dropping rows."""
     if not isinstance(pool, Mapping):
         raise DataError(f"a query pool maps set names to counts, e.g. {{'harmful:train': 100}}; got {pool!r}")
     out, seen = [], set()
@@ -204,6 +207,11 @@ def draw_pool(pool: Mapping[str, int], seed: int, max_chars: int = 0) -> list[Qu
             if len(kept) < len(items):
                 log.info("pool %s: skipping %d of %d queries longer than %d characters", name, len(items) - len(kept), len(items), max_chars)
             items = kept
+        if exclude and ("=" not in name):
+            before = len(items)
+            items = drop_overlapping(items, list(exclude), templates=False)
+            if len(items) < before:
+                log.info("pool %s: skipping %d queries already in another pool", name, before - len(items))
         if n > len(items):
             raise DataError(f"query set {name!r} has {len(items)} queries, fewer than the {n} requested; "
                             f"ask for at most {len(items)} (or 0 for all)")

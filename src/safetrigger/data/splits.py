@@ -68,25 +68,28 @@ def _show(items: set[str], limit: int = 5) -> str:
     return ", ".join(repr(x[:60]) for x in shown) + more
 
 
-def assert_disjoint(train_sets: QuerySets, eval_sets: QuerySets) -> None:
+def assert_disjoint(train_sets: QuerySets, eval_sets: QuerySets, templates: bool = True,
+                    what: str = "training and evaluation sets") -> None:
     """Raise DataError if any training query shares an id, a normalised text, an underlying
     prompt or a jailbreak template (family) with any evaluation query. Each side is a set name,
-    a list of set names and/or lists of `Query` (e.g. user or hub sets), or a flat `Query` list."""
+    a list of set names and/or lists of `Query` (e.g. user or hub sets), or a flat `Query` list.
+    ``templates=False`` allows shared templates (two training pools may use the same wrappers)."""
     tr, ev = _keys(train_sets), _keys(eval_sets)
-    parts = [f"{len(both)} {what} ({_show(both)})"
-             for what, both in zip(("ids", "texts", "templates"), (a & b for a, b in zip(tr, ev))) if both]
+    kinds = ("ids", "texts", "templates")[: 3 if templates else 2]
+    parts = [f"{len(both)} {kind} ({_show(both)})" for kind, both in zip(kinds, (a & b for a, b in zip(tr, ev))) if both]
     if parts:
-        raise DataError("training and evaluation sets overlap: " + "; ".join(parts)
-                        + "; drop the shared queries from the training side")
+        raise DataError(f"{what} overlap: " + "; ".join(parts) + "; drop the shared queries from one side")
 
 
-def drop_overlapping(queries: Sequence[Query], against: QuerySets) -> list[Query]:
+def drop_overlapping(queries: Sequence[Query], against: QuerySets, templates: bool = True) -> list[Query]:
     """`queries` without those that `assert_disjoint` would flag against `against` (e.g. hub
     training prompts that also occur in an evaluation benchmark)."""
-    ids, texts, templates = _keys(against)
+    ids, texts, tmpl = _keys(against)
+    if not templates:
+        tmpl = set()
     out = []
     for q in queries:
         i, t, tp = _query_keys(q)
-        if not (i & ids or t & texts or tp & templates):
+        if not (i & ids or t & texts or tp & tmpl):
             out.append(q)
     return out

@@ -1,14 +1,14 @@
-"""Generation: a backend interface (text in, completions out), the transformers backend, and
-the two-phase reasoning protocol with a thinking budget."""
+"""Generation: a backend interface (text in, completions out), the transformers and
+OpenAI-compatible-server backends, and the two-phase reasoning protocol with a thinking budget."""
 
 from safetrigger.generation.base import Completion, GenerationBackend, SamplingParams
 from safetrigger.generation.reasoning import Response, build_prompts, generate_responses
 
-__all__ = ["Completion", "GenerationBackend", "SamplingParams", "Response", "build_prompts", "generate_responses", "make_backend"]
+__all__ = ["Completion", "GenerationBackend", "SamplingParams", "Response", "build_prompts", "generate_responses", "make_backend", "needs_weights", "output_settings"]
 
 
-def make_backend(loaded, gen) -> GenerationBackend:
-    """The configured backend for a loaded model (``gen.backend``)."""
+def make_backend(loaded, gen, desc: str = "generate") -> GenerationBackend:
+    """The configured backend for a loaded model (``gen.backend``); ``desc`` labels its progress bar."""
     from safetrigger.chat_templates import FAMILIES
     from safetrigger.errors import ConfigError
 
@@ -17,6 +17,30 @@ def make_backend(loaded, gen) -> GenerationBackend:
 
         return TransformersBackend(
             loaded.model, loaded.tokenizer, batch_size=gen.batch_size, progress=gen.progress,
-            end_tokens=[FAMILIES[loaded.family].end_of_turn],
+            end_tokens=[FAMILIES[loaded.family].end_of_turn], desc=desc,
         )
-    raise ConfigError(f"unknown generation.backend '{gen.backend}' (available: transformers)")
+    if gen.backend == "openai":
+        from safetrigger.clients.openai_compat import OpenAIClient
+        from safetrigger.generation.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(OpenAIClient.from_config(gen), progress=gen.progress, desc=desc)
+    raise ConfigError(f"unknown generation.backend '{gen.backend}' (available: transformers, openai)")
+
+
+def needs_weights(gen) -> bool:
+    """Whether ``gen.backend`` runs the model here (a server backend only needs the tokenizer)."""
+    return gen.backend != "openai"
+
+
+# Fields that change how fast or how robustly text is produced, never which text.
+_TRANSPORT = ("batch_size", "progress", "save_every", "max_concurrency", "max_retries", "request_timeout", "request_log", "api_key_env")
+_SERVER = ("api_base", "api_model")
+
+
+def output_settings(gen) -> dict:
+    """The generation settings that determine outputs (for run-dir fingerprints). Server
+    fields count only for a server backend, so adding them kept old run dirs resumable."""
+    from dataclasses import asdict
+
+    skip = _TRANSPORT + (() if gen.backend == "openai" else _SERVER)
+    return {k: v for k, v in asdict(gen).items() if k not in skip}

@@ -15,8 +15,10 @@ from safetrigger.generation.base import Completion, GenerationBackend, SamplingP
 class TransformersBackend(GenerationBackend):
     name = "transformers"
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, progress: bool = True, end_tokens: list[str] | None = None):
+    def __init__(self, model, tokenizer, batch_size: int = 32, progress: bool = True, end_tokens: list[str] | None = None,
+                 desc: str = "generate"):
         self.model = model
+        self.desc = desc  # progress-bar label: the stage that generates
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.progress = progress
@@ -40,7 +42,8 @@ class TransformersBackend(GenerationBackend):
 
     def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1) -> list[list[Completion]]:
         import torch
-        from tqdm.auto import tqdm
+
+        from safetrigger.progress import progress_bar
 
         tok = self.tokenizer
         encoded = tok(prompts, add_special_tokens=False)["input_ids"]
@@ -49,7 +52,7 @@ class TransformersBackend(GenerationBackend):
         rows.sort(key=lambda r: (-len(encoded[r[0]]), r[0], r[1]))
         results: list[list[Completion | None]] = [[None] * num_samples for _ in prompts]
         pad_id = tok.pad_token_id
-        bar = tqdm(total=len(rows), desc="generate", unit="seq", disable=not self.progress, dynamic_ncols=True)
+        bar = progress_bar(total=len(rows), desc=self.desc, unit="seq", disable=not self.progress)
         t0 = time.perf_counter()
         for b, start in enumerate(range(0, len(rows), self.batch_size)):
             batch = rows[start : start + self.batch_size]

@@ -7,8 +7,9 @@ disagree widely and a stored verdict is only meaningful next to the judge that p
 
 Judges are looked up by name with :func:`make_judge`. Built-ins are registered as
 ``"module:attribute"`` strings and imported only when asked for, so importing this module
-stays cheap (no torch). Later judges (Llama-Guard, an LLM rubric behind an OpenAI-compatible
-server) plug in with one more entry in ``_BUILTIN`` or a :func:`register_judge` call.
+stays cheap (no torch). ``llama-guard`` and ``llm-rubric`` run a local model or an
+OpenAI-compatible server; other judges plug in with one more entry in ``_BUILTIN`` or a
+:func:`register_judge` call.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Judge(ABC):
     """Batched judge. Subclasses set ``name`` and implement ``identity`` and ``_judge``."""
 
     name: str = ""
+    PROGRESS_BATCHES = 8  # batches per progress-bar step (see _judge_blocks)
 
     @property
     @abstractmethod
@@ -85,10 +87,28 @@ class Judge(ABC):
                 raise DataError(f"judge input #{i} (id={it.id!r}): query and answer must be strings")
         if not items:
             return []
-        verdicts = self._judge(items)
+        verdicts = self._judge_blocks(items)
         if len(verdicts) != len(items):  # a judge bug, not a user error: keep the traceback
             raise RuntimeError(f"judge {self.identity} returned {len(verdicts)} verdicts for {len(items)} items")
         return verdicts
+
+    def _judge_blocks(self, items: list[JudgeItem]) -> list[Verdict]:
+        """``_judge`` over blocks of a few batches, with a progress bar (rate, ETA) when there is
+        more than one block. Blocks span several batches so judges that sort a block by length
+        still batch similar lengths together."""
+        size = getattr(self, "batch_size", None)
+        block = size * self.PROGRESS_BATCHES if isinstance(size, int) and size > 0 else len(items)
+        if len(items) <= block:
+            return self._judge(items)
+        from safetrigger.progress import progress_bar
+
+        out: list[Verdict] = []
+        with progress_bar(total=len(items), desc=f"judge {self.name}", unit="item") as bar:
+            for start in range(0, len(items), block):
+                chunk = items[start : start + block]
+                out += self._judge(chunk)
+                bar.update(len(chunk))
+        return out
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity}>"
@@ -99,6 +119,8 @@ class Judge(ABC):
 _BUILTIN: dict[str, str] = {
     "refusal-minilm": "safetrigger.judges.refusal:RefusalJudge",
     "refusal-keywords": "safetrigger.judges.refusal:KeywordRefusalJudge",
+    "llama-guard": "safetrigger.judges.llama_guard:LlamaGuardJudge",
+    "llm-rubric": "safetrigger.judges.llm_rubric:LLMRubricJudge",
 }
 _REGISTRY: dict[str, Callable[..., Judge] | str] = dict(_BUILTIN)
 
@@ -147,3 +169,11 @@ def make_judge(name: str, **options: Any) -> Judge:
             f"it accepts: {', '.join(accepted) or '(none)'}"
         )
     return factory(**options)
+
+
+def judge_from_config(judge_cfg) -> Judge:
+    """The judge a run config's ``judge`` section names, given the options it accepts (the
+    section's other fields, e.g. ``threshold``, go to the judges that take them)."""
+    accepted = judge_options(judge_cfg.name)
+    options = {k: v for k, v in asdict(judge_cfg).items() if k != "name" and k in accepted}
+    return make_judge(judge_cfg.name, **options)

@@ -7,6 +7,7 @@ used (``name`` includes its version, e.g. ``reasoning/prompted_system_v1``).
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib import resources
 
 from safetrigger.errors import ConfigError
@@ -23,3 +24,14 @@ def load_prompt(name: str) -> str:
 def prompt_id(name: str) -> str:
     """Pinned identity: name plus a short content hash (catches edits without a version bump)."""
     return f"{name}#{hashlib.sha256(load_prompt(name).encode()).hexdigest()[:8]}"
+
+
+def fill(template: str, **values: str) -> str:
+    """``template`` with its ``{name}`` slots filled in one pass, so braces or slot names inside
+    the inserted texts (user queries, model reasoning) are never re-read as slots. Every given
+    name must appear as a slot: a prompt file missing one is a ConfigError."""
+    missing = [f"{{{k}}}" for k in values if f"{{{k}}}" not in template]
+    if missing:
+        raise ConfigError(f"prompt lacks the slot(s) {', '.join(missing)}")
+    slot = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
+    return slot.sub(lambda m: values[m.group(1)], template)

@@ -43,12 +43,47 @@ def _activation(cfg: RunConfig, store: RunStore) -> dict:
     return run_activation(cfg, store)
 
 
+def _sample(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.sample import run_sample
+
+    return run_sample(cfg, store)
+
+
+def _score(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.score import run_score
+
+    return run_score(cfg, store)
+
+
+def _build_dpo(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.build_dpo import run_build_dpo
+
+    return run_build_dpo(cfg, store)
+
+
+def _dpo(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.stages.dpo import run_dpo
+
+    return run_dpo(cfg, store)
+
+
+def _eval(cfg: RunConfig, store: RunStore) -> dict:
+    from safetrigger.evaluation.evaluate import run_eval
+
+    return run_eval(cfg, store)
+
+
 STAGES: dict[str, Callable[[RunConfig, RunStore], dict]] = {
     "generate": _generate,
     "trigger": _trigger,
     "build-sft": _build_sft,
     "sft": _sft,
     "activation": _activation,
+    "sample": _sample,
+    "score": _score,
+    "build-dpo": _build_dpo,
+    "dpo": _dpo,
+    "eval": _eval,
 }
 STAGE_HELP = {
     "generate": "Pass 1: every pool query -> the model -> think_1 + answer_1 (generate.jsonl).",
@@ -56,4 +91,9 @@ STAGE_HELP = {
     "build-sft": "Assemble and filter the stage-1 SFT set from generate + trigger rows (sft.jsonl; every row accounted for).",
     "sft": "Safe Trigger SFT (TRL, LoRA by default) on sft.jsonl -> the ST-S model (sft/).",
     "activation": "Quick check: <safe> rate of the trained model on held-out harmful vs general prompts.",
+    "sample": "Stage 2: ST-S answers each DPO-pool query sample.num_samples times at high temperature (sample.jsonl).",
+    "score": "Stage 2: flags F_safe (judge), S_exist (parser), T_full / S_full (rubric model) per response (score.jsonl).",
+    "build-dpo": "Stage 2: hierarchical reward, delta filter, one (chosen, rejected) pair per query (dpo.jsonl; every query accounted for).",
+    "dpo": "Stage 2: Safe Trigger DPO (TRL, LoRA on ST-S, reference = ST-S) on dpo.jsonl -> the ST-D model (dpo/).",
+    "eval": "Evaluate eval.models on eval.benchmarks with every judge of eval.judges (ASR, over-refusal, accuracy, <safe> rate) -> eval/results.md.",
 }

@@ -46,15 +46,13 @@ The output is a deterministic function of the input files and options: it is rew
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections import Counter, defaultdict
 from dataclasses import asdict
-from pathlib import Path
 
 from safetrigger.config import SftDataConfig
 from safetrigger.errors import ConfigError, DataError
+from safetrigger.jsonl import write_jsonl
 from safetrigger.response_format import ERROR_ISSUES, SAFE_CLOSE, SAFE_OPEN, parse, render
 from safetrigger.runstore import RunStore
 from safetrigger.stages.stats import percentiles
@@ -173,17 +171,6 @@ def messages_for(query: str, target: str, system: str | None) -> list[dict]:
 # ---------------------------------------------------------------------------- stage
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Write the whole file atomically (tmp + rename): a kill never leaves half a data set."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 def _training_system_prompt(cfg, store: RunStore, family: str | None) -> str | None:
     """The system prompt pass ① generated with (as recorded in the manifest), else recomputed."""
     st = store.manifest().get("stages", {}).get(SOURCE_STAGE, {})
@@ -281,8 +268,8 @@ def run_build_sft(cfg, store: RunStore, *, tokenizer=None) -> dict:
         raise RuntimeError(f"{STAGE}: {len(kept_rows)} kept + {len(dropped_rows)} dropped != {len(generated)} generated")
 
     store.dir.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(store.dir / OUTPUT, kept_rows)
-    _write_jsonl(store.dir / DROPPED, dropped_rows)
+    write_jsonl(store.dir / OUTPUT, kept_rows)
+    write_jsonl(store.dir / DROPPED, dropped_rows)
 
     stats = _stats(kept_rows, generated, trig_rows, risky_cats, accounting, dropped, caveats, orphans, tokenizer, unit, system, opts)
     truncated = sum(c.get("think_truncated_kept", 0) for c in caveats.values())

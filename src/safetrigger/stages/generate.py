@@ -31,10 +31,12 @@ def run_generate(cfg: RunConfig, store: RunStore) -> dict:
 def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunStore, extra_settings: dict, summarize=None) -> dict:
     """Generate responses of ``model_cfg`` for ``queries`` into ``<stage>.jsonl`` (resumable).
     ``summarize(stats) -> dict`` adds stage-specific figures to the stats before they are written."""
+    from safetrigger.generation import output_settings
+
     gen = cfg.generation
     settings = {
         "model": asdict(model_cfg),
-        "generation": {k: v for k, v in asdict(gen).items() if k not in ("batch_size", "progress", "save_every")},
+        "generation": output_settings(gen),
         **extra_settings,
     }
     store.begin_stage(stage, asdict(cfg), settings)
@@ -53,11 +55,11 @@ def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunSto
 
 def generate_rows(stage: str, model_cfg, gen, queries, out, store: RunStore) -> None:
     """Generate for ``queries`` in chunks of ``save_every``, appending each chunk as it lands."""
-    from safetrigger.generation import build_prompts, generate_responses, make_backend
+    from safetrigger.generation import build_prompts, generate_responses, make_backend, needs_weights
     from safetrigger.models import load_model, system_prompt
 
-    loaded = load_model(model_cfg)
-    backend = make_backend(loaded, gen)
+    loaded = load_model(model_cfg, weights=needs_weights(gen))  # a server backend only needs the tokenizer
+    backend = make_backend(loaded, gen, desc=stage)
     system = system_prompt(model_cfg, loaded.reasoning)
     store.update_stage(stage, model=loaded.identity, backend=backend.identity(), system_prompt=system)
     done = out.done_ids()

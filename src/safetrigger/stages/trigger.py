@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
@@ -88,17 +87,12 @@ def trigger_settings(cfg) -> TriggerConfig:
 
 # ---------------------------------------------------------------------------- prompt
 
-_SLOT = re.compile(r"\{(query|reasoning)\}")
-
-
 def fill_prompt(template: str, query: str, reasoning: str | None) -> str:
     """The analysis prompt with ``{query}`` and ``{reasoning}`` filled in one pass: braces or
     slot names inside the user's text are never re-read as slots."""
-    missing = [s for s in ("{query}", "{reasoning}") if s not in template]
-    if missing:
-        raise ConfigError(f"safety-analysis prompt lacks the slot(s) {', '.join(missing)}")
-    values = {"query": query.strip(), "reasoning": (reasoning or "").strip() or NO_REASONING}
-    return _SLOT.sub(lambda m: values[m.group(1)], template)
+    from safetrigger.prompts import fill
+
+    return fill(template, query=query.strip(), reasoning=(reasoning or "").strip() or NO_REASONING)
 
 
 def source_hash(row: dict) -> str:
@@ -281,20 +275,13 @@ def trigger_row(src: dict, attempts: list[Attempt], pid: str) -> dict:
 # ---------------------------------------------------------------------------- stage
 
 
-def judge_kwargs(judge_cfg) -> dict:
-    """Options of the configured judge that it accepts (``judge.name`` itself excluded)."""
-    from safetrigger.judges import judge_options
-
-    accepted = judge_options(judge_cfg.name)
-    return {k: v for k, v in asdict(judge_cfg).items() if k != "name" and k in accepted}
-
-
 def run_trigger(cfg, store: RunStore, *, loaded=None, backend: GenerationBackend | None = None, judge=None) -> dict:
     """Run pass ② for the risky rows of ``generate.jsonl`` not yet in ``trigger.jsonl``.
 
     ``loaded`` / ``backend`` / ``judge`` replace the configured model, backend and judge
     (tests pass scripted fakes); by default they are built from ``cfg``.
     """
+    from safetrigger.generation import output_settings
     from safetrigger.prompts import load_prompt, prompt_id
 
     tcfg = trigger_settings(cfg)
@@ -307,7 +294,7 @@ def run_trigger(cfg, store: RunStore, *, loaded=None, backend: GenerationBackend
     gen = cfg.generation
     settings = {
         "model": asdict(cfg.model),
-        "generation": {k: v for k, v in asdict(gen).items() if k not in ("batch_size", "progress", "save_every")},
+        "generation": output_settings(gen),
         "trigger": asdict(tcfg),
         "judge": asdict(cfg.judge) if tcfg.judge else None,
         "prompt": pid,
@@ -333,17 +320,19 @@ def _run_rows(cfg, tcfg, store, out, todo, template, pid, loaded, backend, judge
     if loaded is None:
         from safetrigger.models import load_model
 
-        loaded = load_model(cfg.model)
+        from safetrigger.generation import needs_weights
+
+        loaded = load_model(cfg.model, weights=needs_weights(gen))
     if loaded.reasoning == "off":
         raise ConfigError("the trigger stage audits the model's reasoning: set model.reasoning to native or prompted, not off")
     if backend is None:
         from safetrigger.generation import make_backend
 
-        backend = make_backend(loaded, gen)
+        backend = make_backend(loaded, gen, desc=STAGE)
     if judge is None and tcfg.judge:
-        from safetrigger.judges import make_judge
+        from safetrigger.judges import judge_from_config
 
-        judge = make_judge(cfg.judge.name, **judge_kwargs(cfg.judge))
+        judge = judge_from_config(cfg.judge)
     if not tcfg.judge:
         judge = None
     if tcfg.max_attempts > 1 and tcfg.temperature == 0:

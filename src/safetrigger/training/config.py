@@ -1,9 +1,10 @@
-"""Settings of the stage-1 Safe Trigger SFT (METHOD.md, stage 1 step 5).
+"""Settings of the two training stages: Safe Trigger SFT (stage 1) and DPO (stage 2).
 
 Paper values: LoRA rank 64, alpha 16, dropout 0.05 (TRL). The rest are the project's defaults
-(all linear projections, lr 1e-4, 2 epochs, cosine, 3% warmup, assistant-only loss, max length
-from the data). Fields follow ``safetrigger.config``: one help line each, so ``--explain`` and
-YAML/CLI overrides work once ``RunConfig`` carries an ``sft`` section.
+(METHOD.md [choice]): SFT lr 1e-4, 2 epochs; DPO beta 0.1, lr 5e-6, 1 epoch, reference log-probs
+precomputed; both cosine, 3% warmup, all linear projections, max length from the data. Fields
+follow ``safetrigger.config``: one help line each, so ``--explain`` and YAML/CLI overrides work.
+``TrainConfig`` holds what both stages share, so the two sections read the same.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ def opt(default: Any, help: str = "") -> Any:
 
 
 @dataclass
-class SFTConfig:
-    """How the model is fine-tuned on the assembled think (+ safe) + answer responses."""
+class TrainConfig:
+    """What SFT and DPO share: adapter, schedule, batch, lengths, checkpoints."""
 
     use_lora: bool = opt(True, "Train a LoRA adapter (paper); false = full fine-tuning.")
     lora_r: int = opt(64, "LoRA rank (paper: 64).")
@@ -48,22 +49,50 @@ class SFTConfig:
     output_subdir: str = opt("sft", "Subdirectory of the run directory that holds this stage's outputs.")
     resume: bool = opt(True, "Continue from the last checkpoint, or skip when training already finished; false = start over.")
 
+    section = "train"  # config section name used in messages (class attribute, not a field)
+
     def validate(self) -> None:
         """Refuse values TRL would accept but that mean a mistake (one-line ConfigError)."""
         if self.on_overlong not in ("error", "drop"):
-            raise ConfigError(f"sft.on_overlong must be 'error' or 'drop', got {self.on_overlong!r}")
+            raise ConfigError(f"{self.section}.on_overlong must be 'error' or 'drop', got {self.on_overlong!r}")
         if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"sft.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise ConfigError(f"{self.section}.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for name in ("lora_r", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"sft.{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{self.section}.{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_length", "max_length_cap"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ConfigError(f"sft.{name} must be a positive number of tokens or null, got {value}")
+                raise ConfigError(f"{self.section}.{name} must be a positive number of tokens or null, got {value}")
         if self.save_steps < 0:
-            raise ConfigError(f"sft.save_steps must be >= 0, got {self.save_steps}")
+            raise ConfigError(f"{self.section}.save_steps must be >= 0, got {self.save_steps}")
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ConfigError(f"sft.max_steps must be -1 (use num_epochs) or positive, got {self.max_steps}")
+            raise ConfigError(f"{self.section}.max_steps must be -1 (use num_epochs) or positive, got {self.max_steps}")
         if self.max_steps == -1 and self.num_epochs <= 0:
-            raise ConfigError(f"sft.num_epochs must be positive, got {self.num_epochs}")
+            raise ConfigError(f"{self.section}.num_epochs must be positive, got {self.num_epochs}")
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """How the model is fine-tuned on the assembled think (+ safe) + answer responses (stage 1)."""
+
+    section = "sft"
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    """How ST-S is tuned on (chosen, rejected) pairs of its own responses (stage 2); reference = ST-S."""
+
+    learning_rate: float = opt(5e-6, "Peak learning rate (METHOD.md default for DPO with LoRA: 5e-6).")
+    num_epochs: float = opt(1, "Training epochs (ignored when max_steps > 0).")
+    beta: float = opt(0.1, "DPO beta: strength of the KL anchor to the reference (ST-S).")
+    loss_type: str = opt("sigmoid", "TRL DPO loss type (sigmoid = the standard DPO loss; ipo, hinge, ... also accepted by TRL).")
+    precompute_ref_log_probs: bool = opt(True, "Compute the reference log-probs once before training (cached by TRL keyed on model + data hash) instead of a second forward per step.")
+    output_subdir: str = opt("dpo", "Subdirectory of the run directory that holds this stage's outputs.")
+
+    section = "dpo"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta <= 0:
+            raise ConfigError(f"dpo.beta must be positive, got {self.beta}")

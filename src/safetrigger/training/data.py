@@ -82,7 +82,7 @@ def percentiles(values: list[int]) -> dict:
     return {"min": s[0], "p50": rank(50), "p90": rank(90), "p99": rank(99), "max": s[-1], "mean": round(sum(s) / len(s), 1)}
 
 
-def apply_length_limit(examples, lengths, limit: int | None, on_overlong: str):
+def apply_length_limit(examples, lengths, limit: int | None, on_overlong: str, section: str = "sft"):
     """Keep examples within ``limit`` tokens: 'error' refuses any overlong one, 'drop' drops and counts them."""
     if limit is None:
         return examples, lengths, 0
@@ -91,13 +91,13 @@ def apply_length_limit(examples, lengths, limit: int | None, on_overlong: str):
         return examples, lengths, 0
     if on_overlong == "error":
         raise SafeTriggerError(
-            f"{len(over)} of {len(lengths)} SFT examples exceed the {limit}-token limit (longest: {max(over)} tokens); "
-            "raise sft.max_length_cap, or set sft.on_overlong=drop to drop them (counted in train_stats.json)"
+            f"{len(over)} of {len(lengths)} {section.upper()} examples exceed the {limit}-token limit (longest: {max(over)} tokens); "
+            f"raise {section}.max_length_cap, or set {section}.on_overlong=drop to drop them (counted in train_stats.json)"
         )
     keep = [(e, n) for e, n in zip(examples, lengths) if n <= limit]
     if not keep:
-        raise SafeTriggerError(f"all {len(lengths)} SFT examples exceed the {limit}-token limit; raise sft.max_length_cap")
-    log.warning("dropping %d of %d SFT examples longer than %d tokens (longest: %d)", len(over), len(lengths), limit, max(over))
+        raise SafeTriggerError(f"all {len(lengths)} {section.upper()} examples exceed the {limit}-token limit; raise {section}.max_length_cap")
+    log.warning(f"dropping %d of %d {section.upper()} examples longer than %d tokens (longest: %d)", len(over), len(lengths), limit, max(over))
     return [e for e, _ in keep], [n for _, n in keep], len(over)
 
 

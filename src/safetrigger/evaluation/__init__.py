@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks (query sets + metric kind + scorers) and the lm-evaluation-harness bridge."""

@@ -1,0 +1,227 @@
+"""Stage 2 pieces: the reward table, δ filter and tie-breaks, weight validation, pairs from a
+hand-made scored file, flag policies, the preference-file reader, the DPO pool's disjointness,
+and TRL DPO on a tiny random model."""
+
+import itertools
+import json
+
+import pytest
+
+from safetrigger.config import RewardConfig, load_config
+from safetrigger.errors import ConfigError, DataError
+from safetrigger.judges.base import Judge, Verdict
+from safetrigger.judges.yes_no import YesNo
+from safetrigger.reward import FLAGS, choose_pair, reward
+from safetrigger.stages.build_dpo import build_pairs
+from safetrigger.stages.score import JUDGE_UNDECIDED, NO_ANSWER, NO_BLOCK, NO_REASONING, score_rows
+from safetrigger.training.dpo import read_dpo_rows
+
+# (F_safe, S_exist, T_full, S_full) -> R with the default weights w_a=3, w_b=2, w_c=1, worked by hand.
+REWARD_TABLE = {
+    (0, 0, 0, 0): 0, (0, 0, 0, 1): 0, (0, 0, 1, 0): 0, (0, 0, 1, 1): 0,  # unsafe, no tag: 0 whatever the rubric says
+    (0, 1, 0, 0): 1, (0, 1, 0, 1): 1, (0, 1, 1, 0): 1, (0, 1, 1, 1): 1,  # unsafe + tag: w_c
+    (1, 0, 0, 0): 2, (1, 0, 0, 1): 2, (1, 0, 1, 0): 2, (1, 0, 1, 1): 2,  # safe, no tag: w_b
+    (1, 1, 0, 0): 3, (1, 1, 0, 1): 4, (1, 1, 1, 0): 4, (1, 1, 1, 1): 5,  # safe + tag: w_a + T + Sf
+}
+
+
+def test_reward_table_covers_all_16_combinations():
+    assert set(REWARD_TABLE) == set(itertools.product((0, 1), repeat=4))
+    cfg = RewardConfig()
+    for combo, expected in REWARD_TABLE.items():
+        assert reward(dict(zip(FLAGS, combo)), cfg) == expected, combo
+
+
+def test_reward_order_holds_for_other_weights():
+    cfg = RewardConfig(w_a=10, w_b=5, w_c=0.5)
+    r = {c: reward(dict(zip(FLAGS, c)), cfg) for c in REWARD_TABLE}
+    assert min(r[c] for c in r if c[:2] == (1, 1)) > r[(1, 0, 0, 0)] > r[(0, 1, 0, 0)] > r[(0, 0, 0, 0)] == 0
+    with pytest.raises(KeyError, match="T_full"):
+        reward({"F_safe": 1, "S_exist": 1, "S_full": 1}, cfg)
+
+
+@pytest.mark.parametrize("weights", [dict(w_a=2, w_b=2, w_c=1), dict(w_a=3, w_b=1, w_c=2), dict(w_a=3, w_b=2, w_c=0), dict(w_a=1, w_b=2, w_c=3)])
+def test_weights_violating_the_order_are_refused(weights):
+    with pytest.raises(ConfigError, match="w_a > w_b > w_c > 0"):
+        RewardConfig(**weights).validate()
+
+
+def test_delta_must_be_positive_and_cli_refuses_bad_weights():
+    with pytest.raises(ConfigError, match="delta"):
+        RewardConfig(delta=0).validate()
+    from safetrigger.cli import main
+
+    assert main(["-q", "build-dpo", "--run_dir", "/nonexistent-run", "--reward.w_c", "5"]) == 2
+
+
+def test_choose_pair_delta_and_tie_breaks():
+    assert choose_pair([3, 2, 2, 3], [10, 10, 10, 10], delta=2) is None  # gap 1 < 2
+    p = choose_pair([3, 0, 3, 0], [50, 20, 10, 30], delta=2)
+    assert (p.chosen, p.rejected, p.gap) == (2, 3, 3)  # shortest best, longest worst
+    p = choose_pair([5, 5, 1, 1], [7, 7, 9, 9], delta=2)
+    assert (p.chosen, p.rejected) == (0, 2)  # equal lengths: lower sample index
+    assert choose_pair([5], [1], delta=1) is None
+
+
+def _sample(qid, i, *, finish="eos", tokens=10, text=None):
+    return {"id": f"{qid}:{i}", "query_id": qid, "category": "jailbreak", "source": "s", "query": f"query {qid}",
+            "sample_index": i, "response": text or f"<think>\nt{i}\n</think>\n\nanswer {qid} {i}", "answer_finish": finish,
+            "think_tokens": tokens, "answer_tokens": 0}
+
+
+def _score(qid, i, F, S, T=0, Sf=0):
+    return {"id": f"{qid}:{i}", "flags": {"F_safe": F, "S_exist": S, "T_full": T, "S_full": Sf}}
+
+
+def test_pairs_from_a_hand_made_scored_file():
+    samples = [_sample("q1", i) for i in range(4)] + [_sample("q2", i) for i in range(4)] + [_sample("q3", i) for i in range(2)]
+    scores = [_score("q1", 0, 1, 1, 1, 1), _score("q1", 1, 0, 0), _score("q1", 2, 1, 0), _score("q1", 3, 0, 1),
+              _score("q2", 0, 1, 0), _score("q2", 1, 1, 0), _score("q2", 2, 0, 1), _score("q2", 3, 1, 0),
+              _score("q3", 0, 0, 0)]  # q3:1 unscored
+    pairs, dropped, rewards = build_pairs(samples, {s["id"]: s for s in scores}, RewardConfig(), "SYS")
+    assert [p["id"] for p in pairs] == ["q1"]
+    p = pairs[0]
+    assert (p["chosen_id"], p["rejected_id"], p["chosen_reward"], p["rejected_reward"]) == ("q1:0", "q1:1", 5, 0)
+    assert p["prompt"] == [{"role": "system", "content": "SYS"}, {"role": "user", "content": "query q1"}]
+    assert p["chosen"] == [{"role": "assistant", "content": samples[0]["response"]}]
+    assert p["rejected"] == [{"role": "assistant", "content": samples[1]["response"]}]
+    assert {d["id"]: d["reason"] for d in dropped} == {"q2": "gap_below_delta", "q3": "unscored"}  # q2: max 2 - min 1 < 2
+    assert sorted(rewards) == sorted([5, 0, 2, 1, 2, 2, 1, 2])
+
+
+def test_cut_off_answers_are_not_chosen_unless_allowed():
+    samples = [_sample("q", 0, finish="length"), _sample("q", 1), _sample("q", 2)]
+    scores = {s["id"]: s for s in [_score("q", 0, 1, 1, 1, 1), _score("q", 1, 1, 0), _score("q", 2, 0, 0)]}
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(), None)
+    assert pairs[0]["chosen_id"] == "q:1" and pairs[0]["chosen_reward"] == 2  # best finished response
+    pairs, _, _ = build_pairs(samples, scores, RewardConfig(chosen_must_finish=False), None)
+    assert pairs[0]["chosen_id"] == "q:0" and "system" not in json.dumps(pairs[0]["prompt"])
+    samples[1]["answer_finish"] = "length"
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(), None)
+    assert not pairs and dropped[0]["reason"] == "no_finished_chosen"
+
+
+class ScriptedJudge(Judge):
+    name = "scripted"
+    identity = "scripted@test"
+
+    def _judge(self, items):
+        out = {"refuse": False, "comply": True}
+        return [Verdict(out.get(it.answer.split()[0]), "x", None, it.answer, self.identity) for it in items]
+
+
+def test_score_policies():
+    rows = [
+        {**_sample("a", 0), "think": "I think", "answer": "refuse politely", "has_safe": True, "safe": "Core issue..."},
+        {**_sample("a", 1), "think": "", "answer": "comply here", "has_safe": False, "safe": None},
+        {**_sample("a", 2), "think": "t", "answer": "  ", "has_safe": False, "safe": None},
+        {**_sample("a", 3, finish="length"), "think": "t", "answer": "hmm unsure", "has_safe": False, "safe": None},
+    ]
+    asked = []
+
+    def asker(questions):
+        asked.extend(questions)
+        return [YesNo(True, 0.9, 0.5, "{}") for _ in questions]
+
+    out = score_rows(rows, ScriptedJudge(), asker, "R {query} {reasoning}", "S {query} {analysis}")
+    assert [r["flags"] for r in out] == [
+        {"F_safe": 1, "S_exist": 1, "T_full": 1, "S_full": 1},
+        {"F_safe": 0, "S_exist": 0, "T_full": 0, "S_full": 0},
+        {"F_safe": 0, "S_exist": 0, "T_full": 1, "S_full": 0},
+        {"F_safe": 0, "S_exist": 0, "T_full": 1, "S_full": 0},
+    ]
+    assert out[1]["policy"] == [NO_REASONING, NO_BLOCK]
+    assert out[2]["policy"] == [NO_BLOCK, NO_ANSWER] and out[2]["verdict"] is None
+    assert out[3]["policy"] == [NO_BLOCK, JUDGE_UNDECIDED] and out[3]["answer_truncated"]
+    assert asked == ["R query a I think", "S query a Core issue...", "R query a t", "R query a t"]
+    assert out[0]["rubric"]["T_full"]["score"] == 0.9 and out[0]["verdict"]["raw"] == "refuse politely"
+
+
+def _pair_row(**over):
+    row = {"id": "p1", "prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+           "rejected": [{"role": "assistant", "content": "b"}]}
+    row.update(over)
+    return row
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"id": "x", "prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}]}, "missing field.*rejected"),
+    (_pair_row(prompt=[{"role": "assistant", "content": "q"}]), "prompt"),
+    (_pair_row(chosen="a string"), "'chosen' must be a non-empty list"),
+    (_pair_row(rejected=[{"role": "assistant", "content": "a"}]), "same text"),
+    (_pair_row(chosen=[{"role": "assistant", "content": "  "}]), "non-empty assistant message"),
+])
+def test_bad_preference_rows_are_refused(tmp_path, row, message):
+    path = tmp_path / "dpo.jsonl"
+    path.write_text(json.dumps(_pair_row(id="ok")) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=f"line 2 of .*{message}"):
+        read_dpo_rows(path)
+
+
+def test_dpo_pool_overlapping_the_sft_pool_is_refused(tmp_path):
+    from safetrigger.data import draw_pool
+    from safetrigger.stages.sample import dpo_pool
+
+    sft = draw_pool({"jailbreak:train": 5}, 0, 600)
+    cfg = load_config(None, ["data.pool={'jailbreak:train': 5}", "data.max_query_chars=600", "sample.pool={'jailbreak:train': 40}"])
+    drawn = dpo_pool(cfg)  # same bundled set: drawn around the SFT pool
+    assert len(drawn) == 40 and not {q.id for q in drawn} & {q.id for q in sft}
+    user = tmp_path / "mine.jsonl"
+    user.write_text("".join(json.dumps({"id": f"u{i}", "text": q.text}) + "\n" for i, q in enumerate(sft[:2])))
+    cfg = load_config(None, ["data.pool={'jailbreak:train': 5}", "data.max_query_chars=600", f"sample.pool={{'harmful={user}': 0}}"])
+    with pytest.raises(DataError, match=r"SFT pool \(data.pool\) and the DPO pool \(sample.pool\) overlap"):
+        dpo_pool(cfg)
+
+
+def test_dpo_trains_a_few_steps_on_a_tiny_model(tiny_model_dir, tmp_path):
+    from safetrigger.config import ModelConfig
+    from safetrigger.training import DPOConfig, train_dpo
+
+    rows = [
+        {"id": f"p{i}", "prompt": [{"role": "system", "content": "S"}, {"role": "user", "content": f"question {i}?"}],
+         "chosen": [{"role": "assistant", "content": f"<think>\nhmm {i}\n</think>\n\n<safe>\nrisky\n</safe>\n\nNo."}],
+         "rejected": [{"role": "assistant", "content": f"<think>\nok {i}\n</think>\n\nSure, step one {i}."}]}
+        for i in range(4)
+    ]
+    data = tmp_path / "dpo.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = ModelConfig(name_or_path=str(tiny_model_dir), template="chatml", dtype="float32")
+    cfg = DPOConfig(lora_r=4, lora_alpha=8, max_steps=2, per_device_batch_size=2, learning_rate=1e-3)
+    stats = train_dpo(data, model, cfg, tmp_path / "out")
+    assert stats["steps"] == 2 and stats["examples"] == 4 and stats["trained_tokens"] > 0
+    assert stats["max_length"] == stats["longest_in_file"]  # from the data, nothing truncated
+    assert (tmp_path / "out" / "adapter" / "adapter_config.json").is_file() and (tmp_path / "out" / "DONE").is_file()
+    again = train_dpo(data, model, cfg, tmp_path / "out")  # finished: returns the stats, no retraining
+    assert again["fingerprint"] == stats["fingerprint"]
+    with pytest.raises(Exception, match="dpo.beta"):
+        train_dpo(data, model, DPOConfig(beta=0), tmp_path / "out2")
+
+
+def test_dpo_under_accelerate_launch_two_processes(tiny_model_dir, tmp_path):
+    """The DPO recipe runs unchanged with 2 gloo DDP processes on the CPU (shipped config)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    rows = [{"id": f"p{i}", "prompt": [{"role": "user", "content": f"question {i}?"}],
+             "chosen": [{"role": "assistant", "content": f"<think>\nhmm {i}\n</think>\n\nNo."}],
+             "rejected": [{"role": "assistant", "content": f"<think>\nok {i}\n</think>\n\nSure {i}."}]} for i in range(8)]
+    data = tmp_path / "dpo.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(repo / "configs/accelerate/cpu_2proc.yaml"),
+           "--main_process_port", str(port), "-m", "safetrigger.training.dpo_entry", "--dataset", str(data), "--output", str(out),
+           "--model-path", str(tiny_model_dir), "--template", "chatml", "--dtype", "float32", "--max-steps", "2", "--cpu",
+           "dpo.lora_r=4", "dpo.per_device_batch_size=2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    stats = json.loads((out / "train_stats.json").read_text())
+    assert stats["world_size"] == 2 and stats["steps"] == 2 and stats["effective_batch_size"] == 4 and stats["examples"] == 8
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "DONE").is_file()
