@@ -127,3 +127,40 @@ def test_continuation_prompt_tokenizes_as_a_prefix_of_the_training_text(tok, saf
     a = tok(cont, add_special_tokens=False)["input_ids"]
     b = tok(full, add_special_tokens=False)["input_ids"]
     assert b[: len(a)] == a
+
+
+def test_repetition_penalty_spares_the_prompt(loaded):
+    """The penalty must not touch prompt tokens (the format markup a Safe-Trigger model has to
+    emit): a token the prompt is full of keeps its probability at the first generated step."""
+    import torch
+
+    from safetrigger.generation.transformers_backend import repetition_penalty
+
+    tok = loaded.tokenizer
+    ids = tok("<think> <think> <think>", return_tensors="pt", add_special_tokens=False).input_ids
+    scores = torch.zeros(1, len(tok))
+    scores[0, ids[0]] = 5.0  # logits of the tokens the prompt holds
+    width = ids.shape[1]
+    ours = repetition_penalty(1.5, width)(ids, scores.clone())
+    assert torch.equal(ours, scores)  # nothing generated yet: no penalty
+    grown = torch.cat([ids, ids[:, :1]], dim=1)  # one generated token, repeated from the prompt
+    after = repetition_penalty(1.5, width)(grown, scores.clone())
+    assert after[0, ids[0, 0]] == pytest.approx(5.0 / 1.5) and after[0, ids[0, 1]] == 5.0
+    hf_default = repetition_penalty(1.5, 0)(ids, scores.clone())  # what HF does by default
+    assert hf_default[0, ids[0, 0]] == pytest.approx(5.0 / 1.5)
+
+
+def test_backend_passes_the_prompt_width_to_the_penalty(loaded, monkeypatch):
+    seen = {}
+    real = loaded.model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(loaded.model, "generate", spy)
+    backend = TransformersBackend(loaded.model, loaded.tokenizer, batch_size=4, progress=False)
+    backend.complete(["hello there", "a much longer prompt than the first one"], SamplingParams(max_new_tokens=2, repetition_penalty=1.3))
+    (proc,) = seen["logits_processor"]
+    assert "repetition_penalty" not in seen and proc.penalty == 1.3
+    assert proc.prompt_ignore_length == seen["input_ids"].shape[1]

@@ -95,3 +95,17 @@ def test_killed_cli_run_resumes_to_the_same_ids(tiny_model_dir, tmp_path):
     clean = RunStore(tmp_path / "clean").stage("generate").rows()
     assert len(killed) == len({r["id"] for r in killed}) == 30
     assert {r["id"] for r in killed} == {r["id"] for r in clean}
+
+
+def test_safe_opened_counts_tags_after_the_reasoning_only():
+    from safetrigger.stages.activation import safe_rates
+    from safetrigger.stages.stats import generation_stats
+
+    rows = [
+        {"category": "harmful", "response": "<think>\nx\n</think>\n\n<safe>\nunclosed ramble", "has_safe": False},
+        {"category": "harmful", "response": "<think>\nx\n</think>\n\n<safe>\nok\n</safe>\n\nNo.", "has_safe": True},
+        {"category": "general", "response": "<think>\nmaybe <safe> here\n</think>\n\nAnswer.", "has_safe": False},
+        {"category": "general", "response": "<think>\nx\n</think>\n\nAnswer.", "has_safe": False},
+    ]
+    rates = safe_rates(generation_stats(rows))
+    assert rates == {"safe_rate": {"general": 0.0, "harmful": 0.5}, "safe_opened_rate": {"general": 0.0, "harmful": 1.0}}

@@ -61,7 +61,7 @@ class GenerationConfig:
     top_p: float = opt(1.0, "Nucleus sampling mass.")
     num_samples: int = opt(1, "Completions per prompt.")
     seed: int = opt(0, "Base seed: the same prompts, batch size and seed give the same samples.")
-    repetition_penalty: float = opt(1.0, "HF repetition penalty (>1 discourages loops; small models need it, 1.0 = off).")
+    repetition_penalty: float = opt(1.0, "Repetition penalty (>1 discourages loops; small models need it, 1.0 = off). The transformers backend applies it to generated tokens only, so the format tags in the prompt stay free to emit.")
     stop: list[str] = opt(help="Extra stop strings for the answer phase.", factory=list)
     save_every: int = opt(64, "Prompts per chunk written to disk: a kill loses at most this many.")
     progress: bool = opt(True, "Show a progress bar (rates and ETA).")
@@ -83,7 +83,7 @@ class DataConfig:
         factory=lambda: {"general:train": 8, "harmful:train": 8, "jailbreak:train": 8},
     )
     seed: int = opt(0, "Seed for drawing queries from each set.")
-    max_query_chars: int = opt(0, "Leave out queries longer than this many characters (0 = keep all; small-context models need a limit).")
+    max_query_chars: int = opt(0, "Leave out queries longer than this many characters, in every pool and benchmark (0 = keep all; small-context models need a limit).")
 
 
 @dataclass

@@ -39,6 +39,7 @@ Every built-in is disjoint from the training sets (tests check `data.assert_disj
 from __future__ import annotations
 
 import difflib
+import logging
 import random
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
@@ -48,6 +49,7 @@ from ..data.query import Query
 from ..errors import ConfigError
 from . import attacks, hub_benchmarks, procedural, scoring
 
+log = logging.getLogger(__name__)
 GROUPS = ("harmful", "jailbreak", "overrefusal", "capability")
 METRICS = ("asr", "overrefusal", "accuracy")
 Loader = Callable[..., list[Query]]
@@ -143,17 +145,23 @@ def list_benchmarks(group: str | None = None, include_hub: bool = True) -> list[
     return [n for n, b in BENCHMARKS.items() if (group is None or b.group == group) and (include_hub or not b.from_hub)]
 
 
-def load_benchmark(spec: str, limit: int = 0, seed: int = 0, **options: Any) -> list[Query]:
+def load_benchmark(spec: str, limit: int = 0, seed: int = 0, max_chars: int = 0, **options: Any) -> list[Query]:
     """The queries of a benchmark, at most ``limit`` of them (0 = all).
 
     A subsample is a prefix of a shuffle seeded by ``seed`` and the name (as `data.draw_pool`),
     so it is the same on every run and a larger limit keeps the queries of a smaller one. A
-    limit above the benchmark size takes them all. Each query's ``meta["benchmark"]`` names it."""
+    limit above the benchmark size takes them all. Each query's ``meta["benchmark"]`` names it.
+    ``max_chars`` > 0 leaves out longer queries first (small-context models; counted in the log)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ConfigError(f"benchmark limit must be a whole number >= 0 (0 = all), got {limit!r}")
     bench = get_benchmark(spec)
     _, source = parse_spec(spec)
     items = bench.queries(source, **options)
+    if max_chars:
+        kept = [q for q in items if len(q.text) <= max_chars]
+        if len(kept) < len(items):
+            log.info("benchmark %s: skipping %d of %d queries longer than %d characters", bench.name, len(items) - len(kept), len(items), max_chars)
+        items = kept
     if limit:
         random.Random(f"{seed}:{bench.name}").shuffle(items)  # str seed: stable across processes
         items = items[:limit]

@@ -136,7 +136,7 @@ def benchmark_jobs(cfg: RunConfig) -> list[Job]:
         bench = get_benchmark(spec)
         if bench.name in jobs:
             raise ConfigError(f"eval.benchmarks names {bench.name!r} twice; its files are per name, keep one")
-        job = Job(bench.name, bench.group, load_benchmark(spec, limit, cfg.eval.seed), bench)
+        job = Job(bench.name, bench.group, load_benchmark(spec, limit, cfg.eval.seed, max_chars=cfg.data.max_query_chars), bench)
         check_disjoint(cfg, job)
         jobs[bench.name] = job
     return list(jobs.values())

@@ -73,7 +73,7 @@ class TransformersBackend(GenerationBackend):
             if params.temperature > 0:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
             if params.repetition_penalty != 1.0:
-                kwargs["repetition_penalty"] = params.repetition_penalty
+                kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width)
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
             with torch.inference_mode():
@@ -107,3 +107,17 @@ class TransformersBackend(GenerationBackend):
         if end < len(gen) and gen[end] in self.end_ids:
             return Completion(text, "eos", prompt_len, end + 1)
         return Completion(text, "length", prompt_len, end)
+
+
+def repetition_penalty(penalty: float, prompt_width: int):
+    """HF's repetition penalty over the tokens this call generates only (not the prompt).
+
+    Why: HF (and vLLM) also penalize every prompt token, and every prompt here holds the format
+    markup — ``<think>``, ``</think>``, chat tags — whose tokens (``<``, ``\n``) a Safe-Trigger
+    model must emit to open ``<safe>``. With the default, penalty 1.2 cut the demo ST-S from
+    P(``<safe>``) ~ 0.2 to no block at all; loops, what the penalty is for, happen in the output.
+    """
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    return LogitsProcessorList([RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_width)])
+

@@ -13,18 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any, Callable
 
 from safetrigger.errors import ConfigError, ModelError
+from safetrigger.prompts import fill  # noqa: F401  (re-exported for the judges)
 
 ChatFn = Callable[[list[list[dict]]], list[str]]
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-
-
-def fill(template: str, **values: str) -> str:
-    """Replace ``{name}`` slots in one pass: braces inside the values are never re-read."""
-    return re.sub(r"\{(" + "|".join(map(re.escape, values)) + r")\}", lambda m: values[m.group(1)], template)
 
 
 def response_text(response: Any) -> str:

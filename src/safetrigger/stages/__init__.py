@@ -7,83 +7,38 @@ function that runs it; ``safetrigger run`` executes ``config.stages`` in order.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 from safetrigger.config import RunConfig
 from safetrigger.runstore import RunStore
 
 
-def _generate(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.generate import run_generate
+def _lazy(target: str) -> Callable[[RunConfig, RunStore], dict]:
+    """A stage function imported on first call (``"module:function"``): listing the stages, or
+    running one, must not import torch/TRL for all the others."""
+    module, _, name = target.partition(":")
 
-    return run_generate(cfg, store)
+    def run(cfg: RunConfig, store: RunStore) -> dict:
+        return getattr(importlib.import_module(module), name)(cfg, store)
 
-
-def _trigger(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.trigger import run_trigger
-
-    return run_trigger(cfg, store)
-
-
-def _build_sft(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.build_sft import run_build_sft
-
-    return run_build_sft(cfg, store)
-
-
-def _sft(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.sft import run_sft
-
-    return run_sft(cfg, store)
-
-
-def _activation(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.activation import run_activation
-
-    return run_activation(cfg, store)
-
-
-def _sample(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.sample import run_sample
-
-    return run_sample(cfg, store)
-
-
-def _score(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.score import run_score
-
-    return run_score(cfg, store)
-
-
-def _build_dpo(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.build_dpo import run_build_dpo
-
-    return run_build_dpo(cfg, store)
-
-
-def _dpo(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.stages.dpo import run_dpo
-
-    return run_dpo(cfg, store)
-
-
-def _eval(cfg: RunConfig, store: RunStore) -> dict:
-    from safetrigger.evaluation.evaluate import run_eval
-
-    return run_eval(cfg, store)
+    run.__name__ = run.__qualname__ = name
+    return run
 
 
 STAGES: dict[str, Callable[[RunConfig, RunStore], dict]] = {
-    "generate": _generate,
-    "trigger": _trigger,
-    "build-sft": _build_sft,
-    "sft": _sft,
-    "activation": _activation,
-    "sample": _sample,
-    "score": _score,
-    "build-dpo": _build_dpo,
-    "dpo": _dpo,
-    "eval": _eval,
+    name: _lazy(target) for name, target in {
+        "generate": "safetrigger.stages.generate:run_generate",
+        "trigger": "safetrigger.stages.trigger:run_trigger",
+        "build-sft": "safetrigger.stages.build_sft:run_build_sft",
+        "sft": "safetrigger.stages.sft:run_sft",
+        "activation": "safetrigger.stages.activation:run_activation",
+        "sample": "safetrigger.stages.sample:run_sample",
+        "score": "safetrigger.stages.score:run_score",
+        "build-dpo": "safetrigger.stages.build_dpo:run_build_dpo",
+        "dpo": "safetrigger.stages.dpo:run_dpo",
+        "eval": "safetrigger.evaluation.evaluate:run_eval",
+    }.items()
 }
 STAGE_HELP = {
     "generate": "Pass 1: every pool query -> the model -> think_1 + answer_1 (generate.jsonl).",

@@ -31,5 +31,10 @@ def run_activation(cfg: RunConfig, store: RunStore) -> dict:
 
 
 def safe_rates(stats: dict) -> dict:
-    """Share of responses with a complete <safe> block, per category."""
-    return {"safe_rate": {cat: round(c.get("has_safe", 0) / c["rows"], 4) for cat, c in stats["per_category"].items() if c.get("rows")}}
+    """Per category: share of responses with a complete <safe> block (``safe_rate``, what
+    activation means) and share that opened one at all (``safe_opened_rate``)."""
+    cats = {cat: c for cat, c in stats["per_category"].items() if c.get("rows")}
+    return {
+        "safe_rate": {cat: round(c.get("has_safe", 0) / c["rows"], 4) for cat, c in cats.items()},
+        "safe_opened_rate": {cat: round(c.get("safe_opened", 0) / c["rows"], 4) for cat, c in cats.items()},
+    }

@@ -12,6 +12,14 @@ def percentiles(values: list[int | float], qs=(50, 90, 99, 100)) -> dict:
     return {f"p{q}": s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))] for q in qs}
 
 
+def safe_opened(row: dict) -> bool:
+    """A ``<safe>`` tag was written after the reasoning, complete block or not (weak models
+    often open the block and never close it; ``has_safe`` counts complete blocks only)."""
+    from safetrigger.response_format import SAFE_OPEN, THINK_CLOSE
+
+    return SAFE_OPEN in (row.get("response") or "").split(THINK_CLOSE, 1)[-1]
+
+
 def generation_stats(rows: list[dict]) -> dict:
     """Counts per category, finish reasons, budget hits, format issues, token lengths."""
     by_cat: dict[str, Counter] = defaultdict(Counter)
@@ -23,6 +31,7 @@ def generation_stats(rows: list[dict]) -> dict:
         c[f"answer_finish:{r.get('answer_finish')}"] += 1
         c["budget_hit"] += bool(r.get("budget_hit"))
         c["has_safe"] += bool(r.get("has_safe"))
+        c["safe_opened"] += safe_opened(r)
         issues.update(r.get("issues", []))
     return {
         "rows": len(rows),

@@ -24,7 +24,7 @@ from safetrigger.config import ModelConfig
 from safetrigger.errors import DataError, SafeTriggerError
 from safetrigger.jsonl import read_jsonl
 from safetrigger.training.config import DPOConfig
-from safetrigger.training.runner import Recipe, train
+from safetrigger.training.runner import Recipe, load_for_training, train, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -94,65 +94,24 @@ def pair_lengths(tokenizer, examples: list[DPOExample]) -> list[int]:
 
 
 def dpo_training_args(cfg: DPOConfig, checkpoints: Path, max_length: int, use_cpu: bool | None):
-    """TRL's DPOConfig from ours. bf16 only on CUDA with bf16 support; no reporting integrations."""
-    import torch
+    """TRL's DPOConfig: beta, loss, precomputed reference log-probs, max_length from the data."""
     import trl
 
-    if use_cpu is None:
-        use_cpu = not torch.cuda.is_available()
-    bf16 = bool(not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return trl.DPOConfig(
-        output_dir=str(checkpoints),
-        beta=cfg.beta,
-        loss_type=cfg.loss_type,
-        precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-        max_length=max_length,
-        truncation_mode="keep_start",
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-        save_strategy="steps" if cfg.save_steps > 0 else "no",
-        save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=use_cpu,
-        bf16=bf16,
-        report_to=[],
-        ddp_find_unused_parameters=False if cfg.use_lora else None,
-    )
+    return trl.DPOConfig(beta=cfg.beta, loss_type=cfg.loss_type, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+                         max_length=max_length, truncation_mode="keep_start", **trainer_kwargs(cfg, checkpoints, use_cpu))
 
 
 def build_dpo_trainer(model_cfg: ModelConfig, cfg: DPOConfig, args, examples: list[DPOExample]):
     """ST-S on this process's device in a DPOTrainer; LoRA via peft_config (reference = adapter off)."""
     from datasets import Dataset
-    from transformers import set_seed
     from trl import DPOTrainer
 
     from safetrigger.models import load_model
 
-    set_seed(cfg.seed)
-    if model_cfg.device == "auto":
-        model_cfg = replace(model_cfg, device=str(args.device))
-    loaded = load_model(model_cfg, for_training=True)
-    peft_config = None
+    loaded, peft_config = load_for_training(model_cfg, cfg, args)
     ref_model = None
-    if cfg.use_lora:
-        from peft import LoraConfig
-
-        target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",") if t.strip()]
-        peft_config = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
-            bias="none", task_type="CAUSAL_LM",
-        )
-    elif not cfg.precompute_ref_log_probs:
-        ref_model = load_model(model_cfg, for_training=False).model  # full fine-tuning needs a frozen copy
+    if peft_config is None and not cfg.precompute_ref_log_probs:
+        ref_model = load_model(replace(model_cfg, device=str(args.device)), for_training=False).model  # full fine-tuning needs a frozen copy
     dataset = Dataset.from_list([ex.as_trl() for ex in examples])
     trainer = DPOTrainer(model=loaded.model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=loaded.tokenizer, peft_config=peft_config)

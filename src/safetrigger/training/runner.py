@@ -164,6 +164,59 @@ def train(recipe: Recipe, dataset_path: Path, model_cfg: ModelConfig, cfg: Train
     return stats
 
 
+# ------------------------------------------------------------------------------ shared TRL pieces
+
+
+def trainer_kwargs(cfg: TrainConfig, checkpoints: Path, use_cpu: bool | None) -> dict:
+    """The TrainingArguments both TRL configs take from ours. bf16 only on CUDA with bf16
+    support; no reporting integrations."""
+    import torch
+
+    if use_cpu is None:
+        use_cpu = not torch.cuda.is_available()
+    return dict(
+        output_dir=str(checkpoints),
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio (warmup_ratio is gone)
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+        save_strategy="steps" if cfg.save_steps > 0 else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=use_cpu,
+        bf16=bool(not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+        report_to=[],
+        ddp_find_unused_parameters=False if cfg.use_lora else None,
+    )
+
+
+def load_for_training(model_cfg: ModelConfig, cfg: TrainConfig, args):
+    """(LoadedModel on this process's device, peft LoraConfig or None). Seeds first: the LoRA
+    init happens in the TRL trainer's __init__, before Trainer seeds anything."""
+    from transformers import set_seed
+
+    from safetrigger.models import load_model
+
+    set_seed(cfg.seed)
+    if model_cfg.device == "auto":  # each process on its own device (cuda:LOCAL_RANK), as the trainer expects
+        model_cfg = replace(model_cfg, device=str(args.device))
+    loaded = load_model(model_cfg, for_training=True)
+    if not cfg.use_lora:
+        return loaded, None
+    from peft import LoraConfig
+
+    target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",") if t.strip()]
+    return loaded, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                              target_modules=target, bias="none", task_type="CAUSAL_LM")
+
+
 # ------------------------------------------------------------------------------ output dir
 
 

@@ -11,14 +11,13 @@ Output layout: see ``safetrigger.training.runner``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from safetrigger.config import ModelConfig
 from safetrigger.errors import SafeTriggerError
 from safetrigger.training.config import SFTConfig
 from safetrigger.training.data import check_loss_mask, read_sft_rows, token_lengths
-from safetrigger.training.runner import STATS, Recipe, save_merged, train  # noqa: F401  (re-exported)
+from safetrigger.training.runner import STATS, Recipe, load_for_training, save_merged, train, trainer_kwargs  # noqa: F401  (STATS, save_merged re-exported)
 
 MASK_CHECK_LIMIT = 1000
 """Rows whose loss mask is re-derived from the rendered text (evenly spaced); all rows get the
@@ -31,61 +30,18 @@ def train_sft(dataset_path: Path, model_cfg: ModelConfig, sft_cfg: SFTConfig, ou
 
 
 def sft_training_args(cfg: SFTConfig, checkpoints: Path, max_length: int, use_cpu: bool | None):
-    """TRL's SFTConfig from ours (checkpoints under ``checkpoints``). bf16 only on CUDA with bf16 support; no reporting integrations."""
-    import torch
+    """TRL's SFTConfig: assistant-only loss, no packing, max_length from the data."""
     import trl
 
-    if use_cpu is None:
-        use_cpu = not torch.cuda.is_available()
-    bf16 = bool(not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    return trl.SFTConfig(
-        output_dir=str(checkpoints),
-        assistant_only_loss=True,
-        max_length=max_length,
-        packing=False,
-        learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio (warmup_ratio is gone)
-        per_device_train_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-        save_strategy="steps" if cfg.save_steps > 0 else "no",
-        save_steps=cfg.save_steps or 500,
-        save_total_limit=cfg.save_total_limit,
-        logging_steps=cfg.logging_steps,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=use_cpu,
-        bf16=bf16,
-        report_to=[],
-        ddp_find_unused_parameters=False if cfg.use_lora else None,
-    )
+    return trl.SFTConfig(assistant_only_loss=True, max_length=max_length, packing=False, **trainer_kwargs(cfg, checkpoints, use_cpu))
 
 
 def build_sft_trainer(model_cfg: ModelConfig, cfg: SFTConfig, args, examples):
-    """Load the model on this process's device and wrap it in an SFTTrainer (LoRA via peft_config)."""
+    """The model on this process's device in an SFTTrainer (LoRA via peft_config)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from transformers import set_seed
-
-    from safetrigger.models import load_model
-
-    set_seed(cfg.seed)  # the LoRA init happens in SFTTrainer.__init__, before Trainer seeds anything
-    if model_cfg.device == "auto":  # each process on its own device (cuda:LOCAL_RANK), as the trainer expects
-        model_cfg = replace(model_cfg, device=str(args.device))
-    loaded = load_model(model_cfg, for_training=True)
-    peft_config = None
-    if cfg.use_lora:
-        from peft import LoraConfig
-
-        target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",") if t.strip()]
-        peft_config = LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
-            bias="none", task_type="CAUSAL_LM",
-        )
+    loaded, peft_config = load_for_training(model_cfg, cfg, args)
     dataset = Dataset.from_list([{"messages": ex.messages} for ex in examples])
     trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=loaded.tokenizer, peft_config=peft_config)
     return trainer, loaded
