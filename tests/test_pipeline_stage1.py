@@ -43,7 +43,7 @@ class AuditScript(GenerationBackend):
 @pytest.fixture
 def scripted_pass2(monkeypatch):
     real = generation.make_backend
-    monkeypatch.setattr(generation, "make_backend", lambda loaded, gen: AuditScript(real(loaded, gen)))
+    monkeypatch.setattr(generation, "make_backend", lambda loaded, gen, **kw: AuditScript(real(loaded, gen, **kw)))
 
 
 def test_stage1_end_to_end(tiny_model_dir, tmp_path, scripted_pass2):

@@ -37,7 +37,7 @@ class SampleScript(AuditScript):
 @pytest.fixture
 def scripted(monkeypatch):
     real = generation.make_backend
-    monkeypatch.setattr(generation, "make_backend", lambda loaded, gen: SampleScript(real(loaded, gen)))
+    monkeypatch.setattr(generation, "make_backend", lambda loaded, gen, **kw: SampleScript(real(loaded, gen, **kw)))
 
 
 def test_full_pipeline_base_to_st_d(tiny_model_dir, tmp_path, scripted):

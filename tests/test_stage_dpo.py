@@ -221,7 +221,7 @@ def test_dpo_under_accelerate_launch_two_processes(tiny_model_dir, tmp_path):
            "dpo.lora_r=4", "dpo.per_device_batch_size=2"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert proc.returncode == 0, proc.stderr[:20000]
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["steps"] == 2 and stats["effective_batch_size"] == 4 and stats["examples"] == 8
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "DONE").is_file()

@@ -16,6 +16,8 @@ Output layout: see ``safetrigger.training.runner``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -103,7 +105,6 @@ def dpo_training_args(cfg: DPOConfig, checkpoints: Path, max_length: int, use_cp
 
 def build_dpo_trainer(model_cfg: ModelConfig, cfg: DPOConfig, args, examples: list[DPOExample]):
     """ST-S on this process's device in a DPOTrainer; LoRA via peft_config (reference = adapter off)."""
-    from datasets import Dataset
     from trl import DPOTrainer
 
     from safetrigger.models import load_model
@@ -112,10 +113,26 @@ def build_dpo_trainer(model_cfg: ModelConfig, cfg: DPOConfig, args, examples: li
     ref_model = None
     if peft_config is None and not cfg.precompute_ref_log_probs:
         ref_model = load_model(replace(model_cfg, device=str(args.device)), for_training=False).model  # full fine-tuning needs a frozen copy
-    dataset = Dataset.from_list([ex.as_trl() for ex in examples])
+    dataset = shared_dataset([ex.as_trl() for ex in examples], args)
     trainer = DPOTrainer(model=loaded.model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=loaded.tokenizer, peft_config=peft_config)
     return trainer, loaded
+
+
+def shared_dataset(rows: list[dict], args):
+    """The pairs as one on-disk dataset under the stage's output dir, named by a hash of its
+    content. Why: TRL caches precomputed reference log-probs in a file next to the dataset, keyed
+    by the dataset's and the model's fingerprints. An in-memory dataset puts it in a per-process
+    temp dir, which the other ranks of an ``accelerate launch`` cannot read; on disk, every rank
+    shares it and a rerun on the same pairs and reference reuses it."""
+    from datasets import Dataset, load_from_disk
+
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    path = Path(args.output_dir).parent / "dataset" / digest
+    with args.main_process_first(local=False, desc="write the DPO dataset"):
+        if args.process_index == 0 and not (path / "state.json").is_file():
+            Dataset.from_list(rows).save_to_disk(str(path))
+    return load_from_disk(str(path))
 
 
 def verify_dpo_data(trainer, examples: list[DPOExample], lengths: list[int], end_of_turn: str) -> int:
