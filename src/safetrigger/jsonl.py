@@ -1,4 +1,5 @@
-"""Reading JSONL (query files, stage artifacts, training sets) with errors that name file and line.
+"""Reading JSONL (query files, stage artifacts, training sets) with errors that name file and line,
+and writing files atomically.
 
 A bad line is a user-fixable problem, so it becomes a one-line DataError ("line 3 of X is not
 valid JSON (...); fix or remove the line"), never a traceback. ``repair_tail`` tolerates the
@@ -10,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from safetrigger.errors import DataError
 
@@ -46,13 +48,21 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[t
         yield n, obj
 
 
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
-    """Write a whole JSONL file atomically (tmp + fsync + rename): a kill never leaves half a data set."""
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` whole or not at all (tmp + fsync + rename): a reader
+    or a kill never sees half a data set, manifest, table or page."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        yield f
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
+    """Write a whole JSONL file atomically."""
+    with atomic_write(path) as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")

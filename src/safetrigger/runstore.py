@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 from safetrigger.errors import DataError, SafeTriggerError
-from safetrigger.jsonl import read_jsonl
+from safetrigger.jsonl import atomic_write, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,8 @@ class RunStore:
 
     def _write_manifest(self, m: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(m, indent=2, ensure_ascii=False, default=str))
-        tmp.replace(self.manifest_path)
+        with atomic_write(self.manifest_path) as f:
+            f.write(json.dumps(m, indent=2, ensure_ascii=False, default=str))
 
     def begin_stage(self, name: str, config: dict, fingerprint_of: dict, extra: dict | None = None) -> None:
         """Record the stage's start. ``fingerprint_of`` holds the settings that determine its

@@ -120,9 +120,9 @@ def resolve_models(cfg: RunConfig, store: RunStore, notes: list[str]) -> dict[st
 def check_disjoint(cfg: RunConfig, job: Job) -> None:
     """Refuse a benchmark that shares a query, prompt or template with the training pools."""
     from safetrigger.data import assert_disjoint
+    from safetrigger.stages.trained import training_pools
 
-    training = list(cfg.data.pool) + list(cfg.sample.pool)
-    assert_disjoint(training, job.queries, what=f"the run's training pools (data.pool, sample.pool) and {job.name!r}")
+    assert_disjoint(training_pools(cfg), job.queries, what=f"the run's training pools (data.pool, sample.pool) and {job.name!r}")
 
 
 def benchmark_jobs(cfg: RunConfig) -> list[Job]:

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from safetrigger.evaluation.benchmarks import GROUPS
+from safetrigger.jsonl import atomic_write
 
 CSV_FIELDS = ["model", "benchmark", "group", "metric", "judge", "value", "n", "count", "undecided", "no_answer",
               "truncated", "safe_rate", "mean_think_tokens", "mean_safe_tokens", "mean_answer_tokens",
@@ -25,9 +26,8 @@ def write_results(out_dir: Path, results: dict) -> dict[str, Path]:
     texts = {"json": json.dumps(results, indent=2, ensure_ascii=False), "csv": to_csv(results["rows"]),
              "md": to_markdown(results)}
     for key, path in paths.items():
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(texts[key], encoding="utf-8")
-        tmp.replace(path)  # a reader never sees half a table
+        with atomic_write(path) as f:
+            f.write(texts[key])
     return paths
 
 

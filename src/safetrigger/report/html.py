@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+from safetrigger.jsonl import atomic_write
 from safetrigger.report.collect import DEFAULT_MAX_SAMPLES, collect
 
 HERE = Path(__file__).parent
@@ -80,7 +81,6 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, max_samp
     data = collect(run_dir, max_samples=max_samples)
     out = Path(output) if output else Path(run_dir) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(render_report(data), encoding="utf-8")
-    tmp.replace(out)  # never leave a half-written page behind
+    with atomic_write(out) as f:
+        f.write(render_report(data))
     return out

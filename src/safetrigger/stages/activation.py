@@ -14,7 +14,7 @@ import dataclasses
 from safetrigger.config import RunConfig
 from safetrigger.runstore import RunStore
 from safetrigger.stages.generate import generate_stage
-from safetrigger.stages.trained import trained_model
+from safetrigger.stages.trained import trained_model, training_pools
 
 STAGE = "activation"
 
@@ -23,7 +23,7 @@ def run_activation(cfg: RunConfig, store: RunStore) -> dict:
     from safetrigger.data import assert_disjoint, draw_pool
 
     queries = draw_pool(cfg.activation.pool, cfg.data.seed, cfg.data.max_query_chars)
-    assert_disjoint(list(cfg.data.pool) + list(cfg.sample.pool), queries)  # both training pools
+    assert_disjoint(training_pools(cfg), queries)
     model_cfg = trained_model(cfg, store, cfg.activation.model_stage)
     return generate_stage(
         STAGE, cfg, model_cfg, queries, store, {"activation": dataclasses.asdict(cfg.activation)}, summarize=safe_rates

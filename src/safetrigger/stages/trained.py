@@ -28,6 +28,12 @@ def trained_model(cfg: RunConfig, store: RunStore, stage: str = "sft") -> ModelC
     raise SafeTriggerError(f"no trained model in {out}: run the '{stage}' stage first")
 
 
+def training_pools(cfg: RunConfig) -> list[str]:
+    """Every query set a trained model of this run saw (SFT pool, DPO pool): what held-out
+    sets must be disjoint from."""
+    return list(cfg.data.pool) + list(cfg.sample.pool)
+
+
 def stage_model(cfg: RunConfig, store: RunStore, name: str) -> ModelConfig:
     """``base`` = the configured model, ``sft`` / ``dpo`` = that stage's trained model, anything
     else = a model path or hub id (with the base model's other settings)."""

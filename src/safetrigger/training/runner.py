@@ -29,6 +29,7 @@ from typing import Any, Callable
 from safetrigger.chat_templates import FAMILIES
 from safetrigger.config import ModelConfig
 from safetrigger.errors import ConfigError, SafeTriggerError
+from safetrigger.jsonl import atomic_write
 from safetrigger.runstore import fingerprint, versions
 from safetrigger.training.config import TrainConfig
 from safetrigger.training.data import apply_length_limit, file_sha256, percentiles
@@ -360,6 +361,5 @@ def _finish(output_dir: Path, stats: dict) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        f.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
