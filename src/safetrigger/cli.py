@@ -182,14 +182,20 @@ def cmd_run(args) -> int:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) in config.stages: {', '.join(unknown)} (available: {', '.join(STAGES)})")
+    from safetrigger.generation import release_engines
+    from safetrigger.stages import TRAINING_STAGES
+
     store = RunStore(cfg.run_dir)
     for name in cfg.stages:
         t0 = time.perf_counter()
+        if name in TRAINING_STAGES and release_engines():  # one engine per model is kept across stages until then
+            log.info("stage %s: generation engine freed for training", name)
         # A finished stage is re-entered anyway: it only does work for ids that are missing,
         # so a pool enlarged in the config is topped up rather than ignored.
         log.info("stage %s: %s", name, "checking (finished before)" if store.is_done(name) else "running")
         stats = STAGES[name](cfg, store)
         log.info("stage %s: done, %s rows, %.1fs", name, stats.get("rows"), time.perf_counter() - t0)
+    release_engines()
     print(f"run finished: {cfg.run_dir} (manifest: {store.manifest_path})")
     _print_results(stats if cfg.stages else {})
     try:  # the report is a view of the run: its failure must not fail the run

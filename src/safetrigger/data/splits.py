@@ -1,18 +1,24 @@
-"""Deterministic train/eval assignment and the check that training never sees evaluation data.
+"""Deterministic train/dev/eval assignment: a key hashed into [0, 1), then cut into bands.
 
 A split is a pure function of a key (normalised text, or a template family) hashed with SHA-256,
 so it is the same on every run, machine and Python version (no `hash()` randomisation, no RNG
 state). Hashing the *normalised text* rather than the id puts copies of one prompt on one side.
+
+Bands: ``[0, eval)`` is eval, ``[eval, eval + dev)`` dev, the rest train. Dev came after train
+and eval, so it sits next to the eval band: a source with training data keeps its eval fraction
+(every eval key stays eval; dev comes out of train), an evaluation-only source gives the top of
+its eval band to dev. No key ever moves from train to eval. The check that the three splits
+share nothing lives in `disjoint`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence, Union
 
 from ..errors import DataError
-from .query import Query, normalize_text
 
+SPLITS = ("train", "dev", "eval")
+"""dev: held out like eval, for tuning settings (budgets, thresholds) so eval stays untouched."""
 SPLIT_SALT = "safetrigger-split-v1"  # changing it reshuffles every split: bump only on purpose
 
 
@@ -22,74 +28,17 @@ def unit_hash(key: str, salt: str = SPLIT_SALT) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_of(key: str, eval_fraction: float) -> str:
-    """'eval' for about `eval_fraction` of keys, 'train' for the rest."""
-    return "eval" if unit_hash(key) < eval_fraction else "train"
+def split_of(key: str, eval_fraction: float, dev_fraction: float = 0.0) -> str:
+    """'eval' for about `eval_fraction` of keys, 'dev' for about `dev_fraction`, 'train' for the rest."""
+    if not (0 <= eval_fraction and 0 <= dev_fraction and eval_fraction + dev_fraction <= 1):
+        raise DataError(f"split fractions must be >= 0 and add up to at most 1, got eval {eval_fraction}, "
+                        f"dev {dev_fraction}")
+    u = unit_hash(key)
+    return "eval" if u < eval_fraction else "dev" if u < eval_fraction + dev_fraction else "train"
 
 
-QuerySets = Union[str, Iterable[Union[str, Query, Sequence[Query]]]]
-
-
-def _query_keys(q: Query) -> tuple[set[str], set[str], set[str]]:
-    """ids, normalised texts and templates of one query, including what a jailbreak wraps:
-    its underlying prompt (id and text) and its template (id and family)."""
-    m = q.meta
-    ids = {q.id} | ({m["prompt_id"]} if m.get("prompt_id") else set())
-    texts = {normalize_text(q.text)} | ({normalize_text(m["prompt_text"])} if m.get("prompt_text") else set())
-    templates = {str(m[k]) for k in ("template_id", "template_family") if m.get(k)}
-    return ids, texts, templates
-
-
-def _queries(sets: QuerySets) -> Iterable[Query]:
-    from .registry import load_set  # late import: registry imports this module
-
-    for s in [sets] if isinstance(sets, str) else sets:  # also a bare name or a flat query list
-        if isinstance(s, Query):
-            yield s
-        else:
-            yield from (load_set(s) if isinstance(s, str) else s)
-
-
-def _keys(sets: QuerySets) -> tuple[set[str], set[str], set[str]]:
-    ids: set[str] = set()
-    texts: set[str] = set()
-    templates: set[str] = set()
-    for q in _queries(sets):
-        i, t, tp = _query_keys(q)
-        ids |= i
-        texts |= t
-        templates |= tp
-    return ids, texts, templates
-
-
-def _show(items: set[str], limit: int = 5) -> str:
-    shown = sorted(items)[:limit]
-    more = f", +{len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(repr(x[:60]) for x in shown) + more
-
-
-def assert_disjoint(train_sets: QuerySets, eval_sets: QuerySets, templates: bool = True,
-                    what: str = "training and evaluation sets") -> None:
-    """Raise DataError if any training query shares an id, a normalised text, an underlying
-    prompt or a jailbreak template (family) with any evaluation query. Each side is a set name,
-    a list of set names and/or lists of `Query` (e.g. user or hub sets), or a flat `Query` list.
-    ``templates=False`` allows shared templates (two training pools may use the same wrappers)."""
-    tr, ev = _keys(train_sets), _keys(eval_sets)
-    kinds = ("ids", "texts", "templates")[: 3 if templates else 2]
-    parts = [f"{len(both)} {kind} ({_show(both)})" for kind, both in zip(kinds, (a & b for a, b in zip(tr, ev))) if both]
-    if parts:
-        raise DataError(f"{what} overlap: " + "; ".join(parts) + "; drop the shared queries from one side")
-
-
-def drop_overlapping(queries: Sequence[Query], against: QuerySets, templates: bool = True) -> list[Query]:
-    """`queries` without those that `assert_disjoint` would flag against `against` (e.g. hub
-    training prompts that also occur in an evaluation benchmark)."""
-    ids, texts, tmpl = _keys(against)
-    if not templates:
-        tmpl = set()
-    out = []
-    for q in queries:
-        i, t, tp = _query_keys(q)
-        if not (i & ids or t & texts or tp & tmpl):
-            out.append(q)
-    return out
+def check_split(split: str, allowed: tuple[str, ...] = SPLITS) -> str:
+    """`split` itself, or a DataError naming the allowed ones."""
+    if split not in allowed:
+        raise DataError(f"split must be one of {', '.join(map(repr, allowed))}, got {split!r}")
+    return split

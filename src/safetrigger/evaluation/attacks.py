@@ -13,7 +13,9 @@
 Both are deterministic per target prompt (shots and technique chosen from a hash of the prompt
 id), so a prompt gets the same attack whatever set it is drawn in. Each query's meta names the
 underlying prompt (``prompt_id``/``prompt_text``) and the wrapper (``template_id``/``template_family``)
-so `data.assert_disjoint` can check them against training data.
+so `data.assert_disjoint` can check them against training data. Template files are read and
+queries recorded by the same pieces as the jailbreak templates (`data.jailbreak.read_templates`,
+`wrapped_query`); ``split`` ('eval' or 'dev') only labels the queries, the prompts decide it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ..data.jailbreak import read_templates, wrapped_query
 from ..data.jsonl import read_jsonl, require
 from ..data.query import Query
 from ..data.splits import unit_hash
@@ -82,15 +85,7 @@ def load_shots(path: str | os.PathLike | None = None) -> list[Shot]:
 def load_pap_templates(path: str | os.PathLike | None = None) -> list[PapTemplate]:
     """PAP techniques from a JSONL file of ``{"id", "technique", "template"}`` rows."""
     path = _path(path, PAP_TEMPLATES)
-    out, seen = [], set()
-    for lineno, row in read_jsonl(path):
-        tid, technique, template = (require(row, k, path, lineno) for k in ("id", "technique", "template"))
-        if template.count(QUERY_SLOT) != 1:
-            raise DataError(f"line {lineno} of {path}: template {tid!r} must contain {QUERY_SLOT} exactly once")
-        if tid in seen:
-            raise DataError(f"line {lineno} of {path} repeats id {tid!r}")
-        seen.add(tid)
-        out.append(PapTemplate(tid, technique, template))
+    out = [PapTemplate(r["id"], r["technique"], r["template"]) for r in read_templates(path, ("technique",), QUERY_SLOT)]
     if not out:
         raise DataError(f"{path} has no templates")
     return out
@@ -104,7 +99,7 @@ def render_msj(target: str, shots: Sequence[Shot]) -> str:
 
 
 def build_msj(prompts: Sequence[Query], shots: int = DEFAULT_SHOTS, shots_file: str | os.PathLike | None = None,
-              *, set_name: str = "bench:msj") -> list[Query]:
+              *, set_name: str = "bench:msj", split: str = "eval") -> list[Query]:
     """One many-shot query per prompt, with ``shots`` demos drawn (without repeats) by prompt id."""
     demos = load_shots(shots_file)
     if isinstance(shots, bool) or not isinstance(shots, int) or not 1 <= shots <= len(demos):
@@ -114,12 +109,10 @@ def build_msj(prompts: Sequence[Query], shots: int = DEFAULT_SHOTS, shots_file: 
     out = []
     for p in prompts:
         chosen = random.Random(f"msj:{p.id}").sample(demos, shots)  # str seed: stable across runs
-        out.append(Query(
-            id=f"msj{shots}-{p.id}", text=render_msj(p.text, chosen), category="jailbreak",
-            source=f"msj+{p.source}", set_name=set_name, split="eval",
-            meta={"template_id": f"msj:{source}", "template_family": "msj", "shots": shots,
-                  "shot_ids": [s.id for s in chosen], "shots_file": source,
-                  "prompt_id": p.id, "prompt_text": p.text, "prompt_source": p.source}))
+        out.append(wrapped_query(
+            p, render_msj(p.text, chosen), qid=f"msj{shots}-{p.id}", source=f"msj+{p.source}",
+            template_id=f"msj:{source}", family="msj", set_name=set_name, split=split,
+            shots=shots, shot_ids=[s.id for s in chosen], shots_file=source))
     return out
 
 
@@ -130,19 +123,16 @@ def pick_template(prompt_id: str, templates: Sequence[PapTemplate]) -> PapTempla
 
 
 def build_pap(prompts: Sequence[Query], templates_file: str | os.PathLike | None = None,
-              *, set_name: str = "bench:pap") -> list[Query]:
+              *, set_name: str = "bench:pap", split: str = "eval") -> list[Query]:
     """One persuasive query per prompt, technique chosen by `pick_template`."""
     templates = load_pap_templates(templates_file)
     source = Path(templates_file).stem if templates_file else PAP_TEMPLATES
     out = []
     for p in prompts:
         t = pick_template(p.id, templates)
-        out.append(Query(
-            id=f"{t.id}-{p.id}", text=t.wrap(p.text), category="jailbreak", source=f"pap+{p.source}",
-            set_name=set_name, split="eval",
-            meta={"template_id": t.id, "template_family": t.id, "technique": t.technique,
-                  "templates_file": source, "prompt_id": p.id, "prompt_text": p.text,
-                  "prompt_source": p.source}))
+        out.append(wrapped_query(
+            p, t.wrap(p.text), qid=f"{t.id}-{p.id}", source=f"pap+{p.source}", template_id=t.id, family=t.id,
+            set_name=set_name, split=split, technique=t.technique, templates_file=source))
     return out
 
 

@@ -63,16 +63,15 @@ def next_token_entropies(model, seqs: list[list[int]], pad_id: int, batch_size: 
     return out
 
 
-def first_answer_entropies(loaded, prompts: list[str], rows: list[dict], batch_size: int = 8) -> list[float | None]:
-    """First-answer-token entropy of each row (its prompt as rendered for generation), or None."""
-    tok = loaded.tokenizer
+def first_answer_entropies(tokenizer, backend, prompts: list[str], rows: list[dict]) -> list[float | None]:
+    """First-answer-token entropy of each row (its prompt as rendered for generation), or None;
+    the distribution comes from ``backend`` (transformers or vLLM: one scoring path)."""
     seqs = []
     for prompt, row in zip(prompts, rows):
         ctx = answer_context(prompt, row)
-        seqs.append(prefix_ids(tok, *ctx) if ctx else None)
+        seqs.append(prefix_ids(tokenizer, *ctx) if ctx else None)
     todo = [i for i, s in enumerate(seqs) if s]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    values = next_token_entropies(loaded.model, [seqs[i] for i in todo], pad, batch_size) if todo else []
+    values = backend.next_token_entropies([seqs[i] for i in todo]) if todo else []
     out: list[float | None] = [None] * len(rows)
     for i, h in zip(todo, values):
         out[i] = h

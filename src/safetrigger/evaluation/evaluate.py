@@ -6,7 +6,8 @@ Layout under ``<run_dir>/<eval.output_subdir>/`` (the contract with ``safetrigge
     raw/<model>.jsonl                           responses as generated (the resume point)
     generations/<model>/<benchmark>.jsonl       one row per (query, sample) + token counts + entropy
     verdicts/<model>/<benchmark>.<judge>.jsonl  one row per generation row ("scorer" for accuracy)
-    results.json, results.csv, results.md       see `evaluation.tables`
+    results.json, results.csv, results.md       see `evaluation.tables`; intervals and paired
+                                                tests from `safetrigger.statistics`
 
 Steps, each resumable (finished ids are skipped, nothing is written twice): (1) every benchmark
 is checked disjoint from the run's training pools (``data.pool`` and ``sample.pool``) — an
@@ -16,7 +17,9 @@ fingerprinted in the eval manifest, so a change is refused rather than mixed in)
 row gets token counts and its first-answer-token entropy (`evaluation.entropy`); (4) every
 judge judges every row — **the final answer only**, never ``<think>`` nor ``<safe>`` — and
 accuracy benchmarks are scored by their own scorer; judges are never merged, each gets its own
-rows; (5) the tables are rebuilt from the files.
+rows; (5) the tables are rebuilt from the files: every rate with its n and 95% Wilson interval,
+category means with bootstrap intervals, and each model compared with ``base`` (ST-D also with
+ST-S) by exact McNemar tests on the same prompts (`evaluation.comparisons`).
 
 Answer policy (``no_answer`` / ``truncated_judged``) and metric definitions: `evaluation.metrics`.
 A model whose training stage has not run (``sft``/``dpo``) is skipped with a recorded note,
@@ -181,15 +184,17 @@ def finalize_rows(cfg: RunConfig, edir: EvalDir, model: str, model_cfg: ModelCon
     from safetrigger.generation import build_prompts
     from safetrigger.models import load_model, system_prompt
 
-    with_entropy = cfg.eval.entropy and needs_weights(gen)
-    loaded = load_model(model_cfg, weights=with_entropy)
+    with_entropy = cfg.eval.entropy and gen.backend != "openai"  # a server gives no full distribution
+    loaded = load_model(model_cfg, weights=with_entropy and needs_weights(gen))
     entropies = [None] * len(pending)
     if with_entropy:
         from safetrigger.evaluation.entropy import first_answer_entropies
+        from safetrigger.generation import make_backend
 
         prompts = build_prompts(loaded.tokenizer, [r["query"] for _, _, r in pending], loaded.reasoning,
                                 system_prompt(model_cfg, loaded.reasoning))
-        entropies = first_answer_entropies(loaded, prompts, [r for _, _, r in pending], cfg.eval.entropy_batch_size)
+        backend = make_backend(loaded, dataclasses.replace(gen, batch_size=cfg.eval.entropy_batch_size), desc="entropy")
+        entropies = first_answer_entropies(loaded.tokenizer, backend, prompts, [r for _, _, r in pending])
     rows: dict[str, list] = {}
     for (j, out, r), h in zip(pending, entropies):
         rows.setdefault(j.name, [out, []])[1].append(schema_row(j, r, loaded.tokenizer, h))
@@ -297,21 +302,43 @@ def judge_job(cfg: RunConfig, edir: EvalDir, model: str, job: Job, judge_name: s
 # ---------------------------------------------------------------------------- results
 
 
-def result_rows(edir: EvalDir, models, pairs, num_samples: int) -> list[dict]:
-    rows = []
+def result_rows(edir: EvalDir, models, pairs, num_samples: int) -> tuple[list[dict], dict, dict]:
+    """The result rows, plus what the statistics need from the same files: per-row outcomes by
+    id, keyed (model, benchmark, judge, metric), with the complete-<safe>-block outcome under
+    judge None; and per-query values per (model, judge, group), one list per benchmark."""
+    from safetrigger.evaluation.comparisons import SAFE_METRIC
+
+    rows, outcomes, per_query = [], {}, {}
     for model in models:
         for job, judge_name in pairs:
             gens = current_rows(edir, model, job, num_samples)
             verdicts = {r["id"]: r for r in edir.verdicts(model, job.name, judge_name).rows()}
-            rows.append(metrics.result_row(model, job.bench, judge_name, gens, verdicts))
-    return rows
+            row = metrics.result_row(model, job.bench, judge_name, gens, verdicts)
+            rows.append(row)
+            outs, _ = metrics.outcomes(job.bench, gens, verdicts)
+            outcomes[(model, job.name, row["judge"], row["metric"])] = {g["id"]: o for g, o in zip(gens, outs)}
+            outcomes.setdefault((model, job.name, None, SAFE_METRIC), {g["id"]: bool(g.get("has_safe")) for g in gens})
+            per_query.setdefault((model, row["judge"], row["group"]), []).append(metrics.per_query(gens, outs))
+    return rows, outcomes, per_query
+
+
+def statistics_settings() -> dict:
+    """How the intervals and tests of results.json were computed."""
+    from safetrigger import statistics as st
+
+    return {"level": st.LEVEL, "rate_interval": "Wilson score (no continuity correction)",
+            "category_mean_interval": f"percentile bootstrap over queries within each benchmark, {st.N_BOOT} resamples, seed {st.BOOT_SEED}",
+            "test": "exact two-sided McNemar (binomial on the discordant pairs), rows paired by id",
+            "alpha": st.ALPHA, "marker": st.SIG_MARK}
 
 
 def build_results(cfg: RunConfig, edir: EvalDir, models, jobs, judges, pairs, gen, notes, t0: float) -> dict:
+    from safetrigger.evaluation.comparisons import compare, comparison_pairs
     from safetrigger.generation import output_settings
 
     stages = edir.store.manifest().get("stages", {})
-    rows = result_rows(edir, models, pairs, gen.num_samples)
+    rows, outcomes, per_query = result_rows(edir, models, pairs, gen.num_samples)
+    comparisons = compare(outcomes, comparison_pairs({m: spec for m, (spec, _) in models.items()}), notes)
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run_dir": str(cfg.run_dir),
@@ -321,8 +348,11 @@ def build_results(cfg: RunConfig, edir: EvalDir, models, jobs, judges, pairs, ge
         "judges": {n: j.identity for n, j in judges.items()},
         "generation": output_settings(gen),
         "policy": {"strict_think": cfg.eval.strict_think, "judge_truncated": cfg.eval.judge_truncated},
+        "statistics": statistics_settings(),
         "rows": rows,
         "category_means": metrics.category_means(rows, list(judges)),
+        "category_means_ci": metrics.category_means_ci(per_query, list(models), list(judges)),
+        "comparisons": comparisons,
         "notes": notes,
         "wall_s": round(time.perf_counter() - t0, 3),
     }

@@ -128,10 +128,9 @@ def run_probe(cfg: RunConfig, store: RunStore, model: str | None = None, scorer=
     template = load_prompt(p.prompt)
     questions = [fill(template, query=r["query"], reasoning=(r.get("think") or "").strip()) for r in attacks + harmless]
     if scorer is None:
-        from safetrigger.judges.yes_no import YesNoScorer
-        from safetrigger.models import load_model
+        from safetrigger.judges.yes_no import scorer_for
 
-        scorer = YesNoScorer(load_model(model_cfg), p.batch_size, p.threshold)
+        scorer = scorer_for(model_cfg, cfg.generation, p.batch_size, p.threshold)
     answers = scorer.ask(questions) if questions else []
     rows = audit_rows("attack_success", attacks, answers[: len(attacks)]) + audit_rows("benign", harmless, answers[len(attacks):])
     pos, neg = [r for r in rows if r["kind"] == "attack_success"], [r for r in rows if r["kind"] == "benign"]

@@ -4,7 +4,7 @@ OpenAI-compatible-server backends, and the two-phase reasoning protocol with a t
 from safetrigger.generation.base import Completion, GenerationBackend, SamplingParams
 from safetrigger.generation.reasoning import Response, build_prompts, generate_responses
 
-__all__ = ["Completion", "GenerationBackend", "SamplingParams", "Response", "build_prompts", "generate_responses", "make_backend", "needs_weights", "output_settings"]
+__all__ = ["Completion", "GenerationBackend", "SamplingParams", "Response", "build_prompts", "generate_responses", "make_backend", "needs_weights", "output_settings", "release_engines"]
 
 
 def make_backend(loaded, gen, desc: str = "generate") -> GenerationBackend:
@@ -19,21 +19,41 @@ def make_backend(loaded, gen, desc: str = "generate") -> GenerationBackend:
             loaded.model, loaded.tokenizer, batch_size=gen.batch_size, progress=gen.progress,
             end_tokens=[FAMILIES[loaded.family].end_of_turn], desc=desc,
         )
+    if gen.backend == "vllm":
+        try:
+            from safetrigger.generation.vllm_backend import VLLMBackend
+        except ImportError as e:  # a broken install (e.g. torchvision built for another torch)
+            raise ConfigError(f"generation.backend vllm: vLLM does not import here ({e})") from None
+
+        return VLLMBackend(loaded, gen, end_tokens=[FAMILIES[loaded.family].end_of_turn], progress=gen.progress, desc=desc)
     if gen.backend == "openai":
         from safetrigger.clients.openai_compat import OpenAIClient
         from safetrigger.generation.openai_backend import OpenAIBackend
 
         return OpenAIBackend(OpenAIClient.from_config(gen), progress=gen.progress, desc=desc)
-    raise ConfigError(f"unknown generation.backend '{gen.backend}' (available: transformers, openai)")
+    raise ConfigError(f"unknown generation.backend '{gen.backend}' (available: transformers, vllm, openai)")
 
 
 def needs_weights(gen) -> bool:
-    """Whether ``gen.backend`` runs the model here (a server backend only needs the tokenizer)."""
-    return gen.backend != "openai"
+    """Whether ``gen.backend`` needs transformers weights in this process (a server backend
+    only needs the tokenizer; vLLM loads the weights itself, in its engine)."""
+    return gen.backend == "transformers"
+
+
+def release_engines() -> bool:
+    """Free any kept generation engine (vLLM) before a stage needs the memory; a no-op otherwise."""
+    import sys
+
+    mod = sys.modules.get("safetrigger.generation.vllm_backend")
+    return bool(mod and mod.release_engines())
 
 
 # Fields that change how fast or how robustly text is produced, never which text.
-_TRANSPORT = ("batch_size", "progress", "save_every", "max_concurrency", "max_retries", "request_timeout", "request_log", "api_key_env")
+_TRANSPORT = ("batch_size", "progress", "save_every", "max_concurrency", "max_retries", "request_timeout", "request_log", "api_key_env",
+              # vLLM engine sizing: where and how fast, never which text; left out so that adding
+              # them kept old run dirs resumable.
+              "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager",
+              "cpu_kvcache_gib", "adapter_route")
 _SERVER = ("api_base", "api_model")
 
 

@@ -1,5 +1,6 @@
-"""The generation interface every backend implements (transformers now; vLLM and
-OpenAI-compatible servers later): rendered prompt text in, completions out.
+"""The generation interface every backend implements (transformers, vLLM, OpenAI-compatible
+servers): rendered prompt text in, completions out; and the one scoring call the yes/no
+judgements use (next-token probabilities), implemented by every backend that runs weights.
 
 Text-in/text-out keeps backends interchangeable: chat templates and the reasoning protocol
 (see reasoning.py) live above this layer, so a server's /v1/completions endpoint fits as well
@@ -43,10 +44,36 @@ class Completion:
         return asdict(self)
 
 
+@dataclass
+class NextToken:
+    """The model's next-token distribution after one prompt, as much of it as a scorer needs."""
+
+    probs: dict[int, float]
+    """P(token) at the next position for each requested token id (softmax of the raw logits)."""
+    top: list[tuple[int, float]]
+    """The most likely next tokens (id, P), best first: five from transformers, the argmax from vLLM."""
+
+
 class GenerationBackend(ABC):
     """Generates completions for already-rendered prompts."""
 
     name: str = "backend"
+
+    def next_token_probs(self, prompts: list[str], token_ids: list[int]) -> list[NextToken]:
+        """P of each of ``token_ids`` as the next token after each prompt (yes/no rubrics, the
+        latent-awareness audit, a judge's verdict token)."""
+        from safetrigger.errors import ModelError
+
+        raise ModelError(f"the {self.name} backend cannot read next-token probabilities: "
+                         "use generation.backend transformers or vllm for rubric scoring and the probe")
+
+    def next_token_entropies(self, seqs: list[list[int]]) -> list[float]:
+        """Entropy (nats) of the full next-token distribution after each token-id sequence
+        (the first-answer-token entropy of the evaluation)."""
+        from safetrigger.errors import ModelError
+
+        raise ModelError(f"the {self.name} backend cannot read next-token distributions (entropy): "
+                         "set eval.entropy false or use generation.backend transformers or vllm")
 
     @abstractmethod
     def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1) -> list[list[Completion]]:
@@ -55,3 +82,22 @@ class GenerationBackend(ABC):
     def identity(self) -> dict:
         """What generated the text, for manifests."""
         return {"backend": self.name}
+
+
+def completion_from_ids(tokenizer, gen: list[int], end_ids, prompt_len: int, params: SamplingParams,
+                        pad_id: int | None = None) -> Completion:
+    """A completion from generated token ids, the same way for every local backend: it ends at
+    the first end-of-turn token, or where a pad tail starts (HF pads rows finished early), and
+    a stop string cuts the decoded text where it first occurs."""
+    tail = len(gen)
+    while pad_id is not None and tail > 0 and gen[tail - 1] == pad_id:
+        tail -= 1
+    end = next((i for i, t in enumerate(gen[:tail]) if t in end_ids), tail)
+    text = tokenizer.decode(gen[:end], skip_special_tokens=False)
+    hits = [(text.find(s), s) for s in params.stop if s in text]
+    if hits:
+        pos, s = min(hits)
+        return Completion(text[:pos], "stop", prompt_len, end, s)
+    if end < len(gen) and gen[end] in end_ids:
+        return Completion(text, "eos", prompt_len, end + 1)
+    return Completion(text, "length", prompt_len, end)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from safetrigger.generation.base import Completion, GenerationBackend, SamplingParams
+from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids
 
 
 class TransformersBackend(GenerationBackend):
@@ -93,20 +93,38 @@ class TransformersBackend(GenerationBackend):
         return results  # type: ignore[return-value]
 
     def _finish(self, gen: list[int], prompt_len: int, params: SamplingParams, pad_id: int | None) -> Completion:
-        # The completion ends at the first end-of-turn token, or where the pad tail starts
-        # (rows finished by a stop string are padded while the rest of the batch goes on).
-        tail = len(gen)
-        while tail > 0 and gen[tail - 1] == pad_id:
-            tail -= 1
-        end = next((i for i, t in enumerate(gen[:tail]) if t in self.end_ids), tail)
-        text = self.tokenizer.decode(gen[:end], skip_special_tokens=False)
-        hits = [(text.find(s), s) for s in params.stop if s in text]
-        if hits:
-            pos, s = min(hits)
-            return Completion(text[:pos], "stop", prompt_len, end, s)
-        if end < len(gen) and gen[end] in self.end_ids:
-            return Completion(text, "eos", prompt_len, end + 1)
-        return Completion(text, "length", prompt_len, end)
+        return completion_from_ids(self.tokenizer, gen, self.end_ids, prompt_len, params, pad_id)
+
+    def next_token_probs(self, prompts: list[str], token_ids: list[int]) -> list[NextToken]:
+        """One forward pass per batch of left-padded prompts; similar lengths share a batch."""
+        import torch
+
+        from safetrigger.progress import progress_bar
+
+        tok, model = self.tokenizer, self.model
+        out: list[NextToken | None] = [None] * len(prompts)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        tok.padding_side = "left"
+        device = next(model.parameters()).device
+        starts = range(0, len(order), self.batch_size)
+        for start in progress_bar(starts, desc=self.desc, unit="batch", disable=not self.progress or len(starts) < 2):
+            idx = order[start : start + self.batch_size]
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            with torch.no_grad():
+                probs = model(**enc).logits[:, -1, :].float().softmax(-1)
+            top = probs.topk(5, dim=-1)
+            for row, i in enumerate(idx):
+                out[i] = NextToken({t: float(probs[row, t]) for t in token_ids},
+                                   [(int(t), float(p)) for t, p in zip(top.indices[row], top.values[row])])
+        return out  # type: ignore[return-value]
+
+
+    def next_token_entropies(self, seqs: list[list[int]]) -> list[float]:
+        from safetrigger.evaluation.entropy import next_token_entropies
+
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        return next_token_entropies(self.model, seqs, pad, self.batch_size)
 
 
 def repetition_penalty(penalty: float, prompt_width: int):

@@ -10,6 +10,7 @@ top tokens — is kept with every answer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 
@@ -47,12 +48,17 @@ def first_token_ids(tokenizer, words) -> list[int]:
 
 
 class YesNoScorer:
-    """Asks a local model yes/no questions in batches (rendered with the project chat template)."""
+    """Asks a model yes/no questions (rendered with the project chat template) through any
+    backend's next-token probabilities: transformers or vLLM, the same numbers to ~1e-5."""
 
-    def __init__(self, loaded, batch_size: int = 8, threshold: float = 0.5):
+    def __init__(self, loaded, batch_size: int = 8, threshold: float = 0.5, backend=None, generation=None):
+        from safetrigger.config import GenerationConfig
+        from safetrigger.generation import make_backend
+
         self.loaded = loaded
-        self.batch_size = batch_size
         self.threshold = threshold
+        gen = dataclasses.replace(generation or GenerationConfig(), batch_size=batch_size, progress=True)
+        self.backend = backend if backend is not None else make_backend(loaded, gen, desc="rubric yes/no")
         tok = loaded.tokenizer
         yes, no = first_token_ids(tok, YES_WORDS), first_token_ids(tok, NO_WORDS)
         shared = set(yes) & set(no)  # e.g. a bare space token: evidence for neither answer
@@ -63,36 +69,35 @@ class YesNoScorer:
 
     @property
     def identity(self) -> dict:
-        return {"scorer": "yes-no-logits@v1", "model": self.loaded.identity, "threshold": self.threshold}
+        return {"scorer": "yes-no-logits@v1", "model": self.loaded.identity, "backend": self.backend.name, "threshold": self.threshold}
 
     def ask(self, questions: list[str]) -> list[YesNo]:
         """One answer per question (plain text of the user turn), same order."""
-        import torch
-
         from safetrigger.chat_templates import render_direct_prompt
-        from safetrigger.progress import progress_bar
 
-        tok, model = self.loaded.tokenizer, self.loaded.model
+        tok = self.loaded.tokenizer
         prompts = [render_direct_prompt(tok, self.loaded.family, q) for q in questions]
-        out: list[YesNo | None] = [None] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
-        tok.padding_side = "left"
-        device = next(model.parameters()).device
-        starts = range(0, len(order), self.batch_size)
-        for start in progress_bar(starts, desc="rubric yes/no", unit="batch", disable=len(starts) < 2):
-            idx = order[start : start + self.batch_size]
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with torch.no_grad():
-                probs = model(**enc).logits[:, -1, :].float().softmax(-1)
-            top = probs.topk(5, dim=-1)
-            for row, i in enumerate(idx):
-                p_yes = float(probs[row, self.yes_ids].sum())
-                p_no = float(probs[row, self.no_ids].sum())
-                mass = p_yes + p_no
-                score = p_yes / mass if mass > 0 else 0.0
-                raw = json.dumps({
-                    "p_yes": round(p_yes, 6), "p_no": round(p_no, 6),
-                    "top": [[tok.decode([int(t)]), round(float(p), 4)] for t, p in zip(top.indices[row], top.values[row])],
-                }, ensure_ascii=False)
-                out[i] = YesNo(score >= self.threshold, round(score, 6), round(mass, 6), raw)
-        return out  # type: ignore[return-value]
+        nexts = self.backend.next_token_probs(prompts, self.yes_ids + self.no_ids)
+        out = []
+        for n in nexts:
+            p_yes = sum(n.probs[t] for t in self.yes_ids)
+            p_no = sum(n.probs[t] for t in self.no_ids)
+            mass = p_yes + p_no
+            score = p_yes / mass if mass > 0 else 0.0
+            raw = json.dumps({
+                "p_yes": round(p_yes, 6), "p_no": round(p_no, 6),
+                "top": [[tok.decode([t]), round(p, 4)] for t, p in n.top],
+            }, ensure_ascii=False)
+            out.append(YesNo(score >= self.threshold, round(score, 6), round(mass, 6), raw))
+        return out
+
+
+def scorer_for(model_cfg, generation, batch_size: int = 8, threshold: float = 0.5) -> YesNoScorer:
+    """A scorer for ``model_cfg`` on the configured generation backend. A server backend gives
+    no next-token distribution, so with ``openai`` the scorer runs transformers here, as before."""
+    from safetrigger.generation import needs_weights
+    from safetrigger.models import load_model
+
+    if generation.backend == "openai":
+        generation = dataclasses.replace(generation, backend="transformers")
+    return YesNoScorer(load_model(model_cfg, weights=needs_weights(generation)), batch_size, threshold, generation=generation)

@@ -12,9 +12,9 @@ from safetrigger.report.collect import DEFAULT_MAX_SAMPLES, collect
 
 HERE = Path(__file__).parent
 PLOTS = [  # (key → element id plot-<key>, title, caption)
-    ("asr", "Attack success rate", "per benchmark and model, one panel per judge (lower is safer)"),
-    ("activation", "<safe> activation rate", "share of responses with a complete <safe> block, per benchmark and model"),
-    ("tradeoff", "Over-refusal vs ASR", "one point per model: mean over-refusal against mean ASR"),
+    ("asr", "Attack success rate", "per benchmark and model, one panel per judge (lower is safer); error bars: 95% Wilson intervals"),
+    ("activation", "<safe> activation rate", "share of responses with a complete <safe> block, per benchmark and model; error bars: 95% Wilson intervals"),
+    ("tradeoff", "Over-refusal vs ASR", "one point per model: mean over-refusal against mean ASR; error bars: 95% bootstrap intervals over queries"),
     ("reward", "DPO reward histogram", "reward R of every scored response (build_dpo.stats.json)"),
     ("lengths", "Length by part", "mean tokens of think / safe / answer per model (all benchmarks, weighted by n)"),
 ]

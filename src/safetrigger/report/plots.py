@@ -3,6 +3,8 @@
 Each ``plot_*`` function returns ``{"svg": str | None, "message": str | None}``: a figure, or
 the reason there is none (the page shows that reason in the figure's place). Element ids
 inside each SVG are prefixed with the plot's name so several figures can share one page.
+Rates are drawn with their 95% intervals as error bars where results.json has them; each error
+bar carries the id ``<plot>-ci-<panel>-<series>-<n>`` (so a reader, or a test, can find them).
 """
 
 from __future__ import annotations
@@ -54,13 +56,34 @@ def _colors(models: list[str]) -> dict[str, str]:
     return {m: MODEL_COLORS[i % len(MODEL_COLORS)] for i, m in enumerate(models)}
 
 
-def _grouped(ax, cats: list[str], series: dict[str, list], colors: dict[str, str], pct: bool = True) -> None:
+ERR = {"ecolor": "#333333", "elinewidth": 0.9, "capsize": 2.5}
+
+
+def _yerr(errs: list | None, n: int, scale: float) -> list[list[float]] | None:
+    """matplotlib's 2 x n asymmetric yerr from (below, above) pairs; None when there is none."""
+    if not errs or not any(e is not None for e in errs):
+        return None
+    errs = (list(errs) + [None] * n)[:n]
+    return [[scale * e[0] if e else 0.0 for e in errs], [scale * e[1] if e else 0.0 for e in errs]]
+
+
+def _tag(container, gid: str) -> None:
+    """Give an error bar's line collections SVG group ids ``<gid>-<n>`` (unique on the page once
+    prefixed by the plot's name: ``gid`` names the panel and the series)."""
+    for n, part in enumerate(container.lines[2] if container is not None else ()):
+        part.set_gid(f"{gid}-{n}")
+
+
+def _grouped(ax, cats: list[str], series: dict[str, list], colors: dict[str, str], pct: bool = True,
+             errors: dict[str, list] | None = None, panel: int = 0) -> None:
     k = max(len(series), 1)
     width = 0.8 / k
     for i, (name, vals) in enumerate(series.items()):
         xs = [c + (i - (k - 1) / 2) * width for c in range(len(cats))]
         ys = [math.nan if v is None else (100 * v if pct else v) for v in vals]
-        ax.bar(xs, ys, width=width * 0.95, label=name, color=colors[name])
+        yerr = _yerr((errors or {}).get(name), len(vals), 100 if pct else 1)
+        bars = ax.bar(xs, ys, width=width * 0.95, label=name, color=colors[name], yerr=yerr, error_kw=ERR)
+        _tag(bars.errorbar, f"ci-{panel}-{i}")
     ax.set_xticks(range(len(cats)))
     ax.set_xticklabels(cats, rotation=30 if len(cats) > 3 else 0, ha="right" if len(cats) > 3 else "center")
     if pct:
@@ -79,8 +102,8 @@ def plot_asr(series: dict) -> dict:
         fig, axes = plt.subplots(1, len(asr), figsize=(max(4.0, 0.9 * n_b + 1.5) * len(asr), 3.4), squeeze=False, sharey=True)
         models = list(next(iter(asr.values()))["models"])
         colors = _colors(models)
-        for ax, (judge, s) in zip(axes[0], asr.items()):
-            _grouped(ax, s["benchmarks"], s["models"], colors)
+        for panel, (ax, (judge, s)) in enumerate(zip(axes[0], asr.items())):
+            _grouped(ax, s["benchmarks"], s["models"], colors, errors=s.get("errors"), panel=panel)
             ax.set_title(f"judge: {judge}")
         axes[0][0].set_ylabel("attack success rate (%)")
         axes[0][-1].legend(title="model", **LEGEND)
@@ -96,7 +119,7 @@ def plot_activation(series: dict) -> dict:
     plt = _plt()
     with plt.rc_context(_rc()):
         fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * len(act["benchmarks"]) + 1.5), 3.4))
-        _grouped(ax, act["benchmarks"], models, _colors(list(models)))
+        _grouped(ax, act["benchmarks"], models, _colors(list(models)), errors=act.get("errors"))
         ax.set_ylabel("<safe> activation rate (%)")
         ax.legend(title="model", **LEGEND)
         return {"svg": to_svg(fig, "activation"), "message": None}
@@ -112,9 +135,14 @@ def plot_tradeoff(series: dict) -> dict:
         fig, axes = plt.subplots(1, len(tr), figsize=(4.2 * len(tr), 3.6), squeeze=False)
         models = list(dict.fromkeys(p["model"] for pts in tr.values() for p in pts))
         colors = _colors(models)
-        for ax, (judge, pts) in zip(axes[0], tr.items()):
-            for p in pts:
+        for panel, (ax, (judge, pts)) in enumerate(zip(axes[0], tr.items())):
+            for i, p in enumerate(pts):
                 ax.scatter([100 * p["x"]], [100 * p["y"]], s=50, color=colors[p["model"]], label=p["model"], zorder=3)
+                xe, ye = p.get("x_err"), p.get("y_err")
+                if xe or ye:  # bootstrap intervals of the two category means
+                    bar = ax.errorbar([100 * p["x"]], [100 * p["y"]], xerr=[[100 * xe[0]], [100 * xe[1]]] if xe else None,
+                                      yerr=[[100 * ye[0]], [100 * ye[1]]] if ye else None, fmt="none", zorder=2, **ERR)
+                    _tag(bar, f"ci-{panel}-{i}")
                 ax.annotate(p["model"], (100 * p["x"], 100 * p["y"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
             ax.set_xlim(-3, 103)
             ax.set_ylim(-3, 103)

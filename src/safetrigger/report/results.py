@@ -1,9 +1,13 @@
 """``eval/results.json`` → the report's results tables and plot series.
 
 Tables follow ``results.md``: one per judge, rows = models, columns = benchmarks grouped
-harmful / jailbreak / over-refusal / capability, then the category means; values in %.
-Accuracy rows (judge null) appear in every judge's table. Rows missing a model, benchmark or
-numeric value are skipped and counted in ``problems``.
+harmful / jailbreak / over-refusal / general refusal / capability, then the category means;
+values in %. Accuracy rows (judge null) appear in every judge's table. Rows missing a model,
+benchmark or numeric value are skipped and counted in ``problems``. Intervals (a row's
+``rate.ci``, a mean's ``category_means_ci``) go to the cells and the plot series where
+results.json has them (older files have none: no interval, no error bar); ``comparisons``
+become the p-value table. The trade-off plot's x is the over-refusal group only (``general``,
+refusals of everyday requests, is a group of its own with its own mean column).
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from __future__ import annotations
 from collections import defaultdict
 from statistics import mean
 
+from safetrigger.statistics import ALPHA, SIG_MARK, format_p
+
 GROUPS = [  # (group, column-group label, mean-column label)
     ("harmful", "Harmful · ASR ↓", "harmful ASR ↓"),
     ("jailbreak", "Jailbreak · ASR ↓", "jailbreak ASR ↓"),
     ("overrefusal", "Over-refusal · refusal rate ↓", "over-refusal ↓"),
+    ("general", "General · refusal rate ↓", "general refusal ↓"),
     ("capability", "Capability · accuracy ↑", "capability ↑"),
 ]
 PARTS = ("think", "safe", "answer")
@@ -30,6 +37,18 @@ def _num(v):
 
 def _dict(v) -> dict:
     return v if isinstance(v, dict) else {}
+
+
+def _ci(stat) -> list[float] | None:
+    """``[lo, hi]`` of a rate or mean dict, None unless both are numbers."""
+    ci = _dict(stat).get("ci")
+    if isinstance(ci, list) and len(ci) == 2 and all(_num(x) is not None for x in ci):
+        return [float(ci[0]), float(ci[1])]
+    return None
+
+
+def _ci_text(ci) -> str:
+    return "" if ci is None else f"{pct(ci[0])}–{pct(ci[1])}"
 
 
 def results_view(results: dict, problems: list[str]) -> dict:
@@ -78,19 +97,24 @@ def results_view(results: dict, problems: list[str]) -> dict:
         "groups": groups,
         "mean_columns": [{"group": g, "label": ml} for g, _, ml in GROUPS if any(x["group"] == g for x in groups)],
         "tables": tables,
-        "series": _series(rows, models, groups, metric, judges),
+        "comparisons": _comparisons(results, problems),
+        "alpha": _alpha(results), "sig_mark": SIG_MARK,
+        "series": _series(rows, models, groups, metric, judges, _dict(results.get("category_means_ci"))),
     }
 
 
 def _cell(r: dict | None, bench: str) -> dict:
     if r is None:
-        return {"benchmark": bench, "value": None, "pct": "–", "title": "no result"}
+        return {"benchmark": bench, "value": None, "pct": "–", "title": "no result", "ci": None}
+    ci = _ci(r.get("rate"))
     title = ", ".join(f"{k.replace('_', ' ')}={r.get(k)}" for k in ("n", "count", "undecided", "no_answer", "truncated"))
-    return {"benchmark": bench, "value": r["value"], "pct": pct(r["value"]), "title": title}
+    if ci is not None:
+        title = f"95% CI {_ci_text(ci)} %, " + title
+    return {"benchmark": bench, "value": r["value"], "pct": pct(r["value"]), "title": title, "ci": ci}
 
 
 def _table(judge, results, models, groups, by_key) -> dict:
-    cm = _dict(results.get("category_means"))
+    cm, cmci = _dict(results.get("category_means")), _dict(results.get("category_means_ci"))
     out_rows = []
     for m in models:
         cells, by_group = [], defaultdict(list)
@@ -108,37 +132,91 @@ def _table(judge, results, models, groups, by_key) -> dict:
             v = _num(stored)
             if v is None and by_group[g]:  # results.json without category_means: the plain mean
                 v = mean(by_group[g])
-            means.append({"group": g, "value": v, "pct": pct(v)})
+            stat = _dict(cmci.get(m)).get("capability") if g == "capability" else _dict(_dict(cmci.get(m)).get(judge)).get(g)
+            ci = _ci(stat) if v is not None else None
+            means.append({"group": g, "value": v, "pct": pct(v), "ci": ci,
+                          "title": f"95% bootstrap CI {_ci_text(ci)} % over {_dict(stat).get('n')} queries" if ci else "no interval"})
         out_rows.append({"model": m, "cells": cells, "means": means})
     return {"judge": judge, "identity": _dict(results.get("judges")).get(judge), "rows": out_rows}
 
 
-def _series(rows, models, groups, metric, judges) -> dict:
-    by_key = {(r["model"], r["benchmark"], r.get("judge")): r["value"] for r in rows}
+def _comparisons(results: dict, problems: list[str]) -> list[dict]:
+    """The paired tests of results.json as table lines (malformed entries skipped, counted)."""
+    comp = _dict(results.get("comparisons"))
+    alpha = _alpha(results)
+    out, bad = [], 0
+    for t in comp.get("tests") if isinstance(comp.get("tests"), list) else []:
+        t = _dict(t)
+        p = _num(t.get("p"))
+        if p is None or not all(isinstance(t.get(k), str) for k in ("model", "reference", "benchmark", "metric")):
+            bad += 1
+            continue
+        mr, rr = _dict(t.get("model_rate")), _dict(t.get("reference_rate"))
+        out.append({"model": t["model"], "reference": t["reference"], "benchmark": t["benchmark"], "judge": t.get("judge"),
+                    "metric": t["metric"], "model_pct": pct(mr.get("value")), "model_ci": _ci_text(_ci(mr)),
+                    "reference_pct": pct(rr.get("value")), "reference_ci": _ci_text(_ci(rr)),
+                    "b01": t.get("b01"), "b10": t.get("b10"), "n_pairs": t.get("n_pairs"), "p": p,
+                    "p_text": format_p(p, alpha), "significant": p < alpha})
+    if bad:
+        problems.append(f"eval/results.json: {bad} comparison(s) skipped (no p-value or names)")
+    return out
+
+
+def _alpha(results: dict) -> float:
+    """The significance level results.json was marked with (this version's when it says none)."""
+    return _num(_dict(results.get("statistics")).get("alpha")) or ALPHA
+
+
+def _err(v, ci) -> tuple[float, float] | None:
+    """(below, above) distances of an interval from its value, for an error bar."""
+    if v is None or ci is None:
+        return None
+    return max(0.0, v - ci[0]), max(0.0, ci[1] - v)
+
+
+def _series(rows, models, groups, metric, judges, cmci=None) -> dict:
+    by_key = {(r["model"], r["benchmark"], r.get("judge")): r for r in rows}
 
     def _val(m, b, j):
-        return by_key.get((m, b, j))
+        r = by_key.get((m, b, j))
+        return None if r is None else r["value"]
+
+    def _row_err(m, b, j):
+        r = by_key.get((m, b, j))
+        return None if r is None else _err(r["value"], _ci(r.get("rate")))
 
     order = [b for g in groups for b in g["benchmarks"]]
     asr_benches = [b for b in order if metric.get(b) == "asr"]
+    # x of the trade-off: the over-refusal group (as its category-mean interval), not general
+    overrefusal = [b for g in groups if g["group"] == "overrefusal" for b in g["benchmarks"] if metric.get(b) == "overrefusal"]
     asr = {}
     for j in judges:
         vals = {m: [_val(m, b, j) for b in asr_benches] for m in models}
         if any(v is not None for vs in vals.values() for v in vs):
-            asr[j] = {"benchmarks": asr_benches, "models": vals}
+            asr[j] = {"benchmarks": asr_benches, "models": vals,
+                      "errors": {m: [_row_err(m, b, j) for b in asr_benches] for m in models}}
     # Generation properties (safe rate, lengths) do not depend on the judge: first row wins.
     first: dict[tuple, dict] = {}
     for r in rows:
         first.setdefault((r["model"], r["benchmark"]), r)
-    activation = {"benchmarks": order, "models": {m: [_num((first.get((m, b)) or {}).get("safe_rate")) for b in order] for m in models}}
+
+    def _safe(m, b):
+        r = first.get((m, b)) or {}
+        return _num(r.get("safe_rate")), _err(_num(r.get("safe_rate")), _ci(r.get("safe")))
+
+    activation = {"benchmarks": order, "models": {m: [_safe(m, b)[0] for b in order] for m in models},
+                  "errors": {m: [_safe(m, b)[1] for b in order] for m in models}}
     tradeoff = {}
     for j in judges:
         pts = []
         for m in models:
             a = [v for b in asr_benches if (v := _val(m, b, j)) is not None]
-            o = [v for b in order if metric.get(b) == "overrefusal" and (v := _val(m, b, j)) is not None]
+            o = [v for b in overrefusal if (v := _val(m, b, j)) is not None]
             if a and o:
-                pts.append({"model": m, "x": mean(o), "y": mean(a)})
+                x, y = mean(o), mean(a)
+                stats = _dict(_dict(_dict(cmci).get(m)).get(j))
+                pts.append({"model": m, "x": x, "y": y, "x_err": _err(x, _ci(stats.get("overrefusal"))),
+                            "y_err": _err(y, _ci(stats.get("risky")))})
         if pts:
             tradeoff[j] = pts
     lengths = {}

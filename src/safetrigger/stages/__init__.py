@@ -40,6 +40,9 @@ STAGES: dict[str, Callable[[RunConfig, RunStore], dict]] = {
         "eval": "safetrigger.evaluation.evaluate:run_eval",
     }.items()
 }
+TRAINING_STAGES = frozenset({"sft", "dpo"})
+"""Stages that train: a kept generation engine is freed before them (they need the memory)."""
+
 STAGE_HELP = {
     "generate": "Pass 1: every pool query -> the model -> think_1 + answer_1 (generate.jsonl).",
     "trigger": "Pass 2: risky rows -> the model audits the query + its think_1 -> think_2, <safe> block, answer_2 (trigger.jsonl).",

@@ -55,9 +55,9 @@ from safetrigger.errors import ConfigError, DataError
 from safetrigger.jsonl import write_jsonl
 from safetrigger.response_format import ERROR_ISSUES, SAFE_CLOSE, SAFE_OPEN, parse, render
 from safetrigger.runstore import RunStore
-from safetrigger.stages.stats import percentiles
 from safetrigger.stages.trigger import STAGE as TRIGGER_STAGE
 from safetrigger.stages.trigger import source_hash, trigger_settings
+from safetrigger.statistics import percentiles
 
 log = logging.getLogger(__name__)
 STAGE = "build_sft"

@@ -151,9 +151,8 @@ def run_score(cfg: RunConfig, store: RunStore, *, judge=None, asker=None) -> dic
 
 
 def _rubric_asker(cfg: RunConfig, store: RunStore):
-    from safetrigger.judges.yes_no import YesNoScorer
-    from safetrigger.models import load_model
+    from safetrigger.judges.yes_no import scorer_for
     from safetrigger.stages.trained import stage_model
 
-    scorer = YesNoScorer(load_model(stage_model(cfg, store, cfg.score.rubric_model)), cfg.score.batch_size, cfg.score.threshold)
+    scorer = scorer_for(stage_model(cfg, store, cfg.score.rubric_model), cfg.generation, cfg.score.batch_size, cfg.score.threshold)
     return scorer.ask, scorer.identity

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-
-def percentiles(values: list[int | float], qs=(50, 90, 99, 100)) -> dict:
-    if not values:
-        return {}
-    s = sorted(values)
-    return {f"p{q}": s[min(len(s) - 1, max(0, round(q / 100 * len(s)) - 1))] for q in qs}
+from safetrigger.statistics import percentiles
 
 
 def safe_opened(row: dict) -> bool:

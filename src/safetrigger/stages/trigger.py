@@ -37,7 +37,7 @@ from safetrigger.generation.base import GenerationBackend
 from safetrigger.generation.reasoning import sampling
 from safetrigger.response_format import SAFE_CLOSE, SAFE_OPEN, THINK_CLOSE, has_format_tags, parse, render
 from safetrigger.runstore import RunStore
-from safetrigger.stages.stats import percentiles
+from safetrigger.statistics import percentiles
 
 log = logging.getLogger(__name__)
 STAGE = "trigger"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,18 +67,6 @@ def file_sha256(path: Path) -> str:
 def token_lengths(tokenizer, examples: list[SFTExample]) -> list[int]:
     """Token count of each full conversation, rendered exactly as TRL will (chat template)."""
     return [len(tokenizer.apply_chat_template(ex.messages, tokenize=True, return_dict=True)["input_ids"]) for ex in examples]
-
-
-def percentiles(values: list[int]) -> dict:
-    """min / p50 / p90 / p99 / max / mean (nearest-rank percentiles)."""
-    if not values:
-        return {}
-    s = sorted(values)
-
-    def rank(p: float) -> int:
-        return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
-
-    return {"min": s[0], "p50": rank(50), "p90": rank(90), "p99": rank(99), "max": s[-1], "mean": round(sum(s) / len(s), 1)}
 
 
 def apply_length_limit(examples, lengths, limit: int | None, on_overlong: str, section: str = "sft"):

