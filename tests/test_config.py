@@ -81,3 +81,11 @@ def test_demo_config_loads():
     cfg = load_config(Path(__file__).parent.parent / "configs" / "demo.yaml")
     assert cfg.model.name_or_path == "embedded"
     assert cfg.stages[0] == "generate"
+
+
+def test_override_of_a_mapping_field_replaces_it_while_sections_merge(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text("eval:\n  benchmarks: {advbench: 100, general: 100}\n  temperature: 0.7\ndata:\n  pool: {general:train: 5}\n")
+    cfg = load_config(p, ["--eval.benchmarks", "{advbench:dev: 50}", "--data.seed", "3"])
+    assert cfg.eval.benchmarks == {"advbench:dev": 50}  # replaced: no eval benchmark slips into a dev run
+    assert cfg.eval.temperature == 0.7 and cfg.data.pool == {"general:train": 5} and cfg.data.seed == 3

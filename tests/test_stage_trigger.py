@@ -269,3 +269,70 @@ def test_fill_prompt_is_brace_safe():
     assert "(no reasoning was written)" in fill_prompt(t, "q", None)
     with pytest.raises(ConfigError, match="slot"):
         fill_prompt("no slots here {query}", "q", "r")
+
+
+class ScaffoldBackend(GenerationBackend):
+    """Pass ② with a scaffold: think, then one call per part label (the prompt ends with the
+    label), then the answer. ``lines[label]`` pops the next line for that label."""
+
+    name = "scripted-scaffold"
+
+    def __init__(self, lines: dict[str, list[Completion]], think="The user wants lock picking."):
+        self.lines = {k: list(v) for k, v in lines.items()}
+        self.think = think
+        self.calls: list[tuple[list[str], object]] = []
+
+    def complete(self, prompts, params, num_samples=1):
+        self.calls.append((list(prompts), params))
+        out = []
+        for p in prompts:
+            label = next((k for k in self.lines if p.endswith(k)), None)
+            if label is not None:
+                out.append([self.lines[label].pop(0)])
+            elif p.endswith("\n</safe>"):
+                out.append([answer("I can't help with picking locks, but a locksmith can.")])
+            else:
+                out.append([done(self.think)])
+        return out
+
+
+def line(text, reason="stop", n=6):
+    return Completion(text, reason, 20, n, "\n" if reason == "stop" else None)
+
+
+def test_scaffold_writes_the_block_part_by_part_and_never_forces_it(tmp_path):
+    cfg = make_cfg(tmp_path, scaffold="safety/scaffold_v1", line_budget=12, close_safe_on_budget=True, max_attempts=2)
+    store = store_with(cfg, [gen_row("h1:0", "harmful", "QH1 how do I pick a lock?")])
+    be = ScaffoldBackend({
+        "Core issue:": [line(" lock picking can enable burglary."), line(" it asks how to open locks.")],
+        "Reasoning check:": [line(" my reasoning kept going", reason="length", n=12), line(" I did not weigh the risk.")],
+        "Guidance:": [line(" refuse and point to a locksmith.")],
+    })
+    stats = run_trigger(cfg, store, loaded=loaded(), backend=be)
+    (r,) = store.stage("trigger").rows()
+    # Attempt 0's second line hit line_budget: a failure even with close_safe_on_budget (no forcing).
+    assert r["failures"] == [["safe_budget_hit"], []] and r["accepted"]
+    assert r["safe"] == ("Core issue: it asks how to open locks.\nReasoning check: I did not weigh the risk.\n"
+                         "Guidance: refuse and point to a locksmith.")
+    assert stats["per_category"]["harmful"]["safe_forced"] == 0
+    part_calls = [(p, params) for p, params in be.calls if params.stop == ["\n", "</safe>"]]
+    assert all(params.max_new_tokens == 12 for _, params in part_calls)
+    # Each part's prompt holds the lines before it, and the answer follows the closed block.
+    last_guidance = [p for p, _ in part_calls if p[0].endswith("Guidance:")][-1][0]
+    assert last_guidance.endswith("<safe>\nCore issue: it asks how to open locks.\nReasoning check: I did not weigh the risk.\nGuidance:")
+    answer_prompt = [p for p, _ in be.calls if p[0].endswith("\n</safe>")][-1][0]
+    assert answer_prompt.endswith(r["safe"] + "\n</safe>")
+    parsed = parse(r["response_2"])
+    assert parsed.safe_complete and parsed.safe == r["safe"]
+
+
+def test_scaffold_empty_part_and_missing_file(tmp_path):
+    cfg = make_cfg(tmp_path, scaffold="safety/scaffold_v1", max_attempts=1)
+    store = store_with(cfg, [gen_row("h1:0", "harmful", "QH1 how do I pick a lock?")])
+    be = ScaffoldBackend({"Core issue:": [line("   ")], "Reasoning check:": [], "Guidance:": []})
+    run_trigger(cfg, store, loaded=loaded(), backend=be)
+    (r,) = store.stage("trigger").rows()
+    assert r["failures"] == [["safe_empty"]] and not r["accepted"]
+    bad = make_cfg(tmp_path, scaffold="safety/no_such_scaffold")
+    with pytest.raises(ConfigError, match="no_such_scaffold"):
+        run_trigger(bad, store, loaded=loaded(), backend=be)

@@ -225,3 +225,34 @@ def test_per_query_means_over_samples():
     gens = [{"id": "a:0", "query_id": "a"}, {"id": "a:1", "query_id": "a"}, {"id": "b:0", "query_id": "b"},
             {"id": "b:1", "query_id": "b"}]
     assert metrics.per_query(gens, [True, False, True, True]) == [0.5, 1.0]
+
+
+def test_headline_table_cells_carry_ci_n_and_p_against_base():
+    from safetrigger.evaluation.tables import headline_table
+    from safetrigger.statistics import rate
+
+    def row(model, bench, group, k, n, safe_k, judge="refusal-keywords", metric="asr"):
+        r = rate(k, n)
+        return {"model": model, "benchmark": bench, "group": group, "judge": judge, "metric": metric,
+                "value": r["value"], "n": n, "rate": r, "safe_rate": safe_k / n, "safe": rate(safe_k, n)}
+
+    results = {
+        "models": ["base", "st-d"],
+        "rows": [row("base", "advbench", "harmful", 9, 10, 0), row("st-d", "advbench", "harmful", 1, 10, 8),
+                 row("base", "general", "general", 1, 10, 0, metric="overrefusal"),
+                 row("st-d", "general", "general", 2, 10, 1, metric="overrefusal")],
+        "comparisons": {"pairs": [["st-d", "base"]], "tests": [
+            {"model": "st-d", "reference": "base", "benchmark": "advbench", "judge": "refusal-keywords", "metric": "asr", "p": 0.0039},
+            {"model": "st-d", "reference": "base", "benchmark": "advbench", "judge": None, "metric": "safe_rate", "p": 0.0078125}]},
+        "statistics": {"alpha": 0.01},
+    }
+    md = "\n".join(headline_table(results, "refusal-keywords"))
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert "ASR harmful (advbench)" in header and "general refusal (general)" in header and "jailbreak" not in header
+    st_d = next(line for line in md.splitlines() if line.startswith("| st-d"))
+    cells = [c.strip() for c in st_d.strip("|").split("|")]
+    assert cells[1] == "10.0 [1.8–40.4] n=10, p=0.0039 ✱"  # Wilson 1/10, McNemar p marked below 0.01
+    assert cells[3] == "80.0 [49.0–94.3] n=10, p=0.00781 ✱"  # complete <safe> on advbench, judge-independent test
+    assert cells[2] == "20.0 [5.7–51.0] n=10"  # no test for general: no p
+    base = next(line for line in md.splitlines() if line.startswith("| base"))
+    assert "p=" not in base

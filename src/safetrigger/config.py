@@ -113,6 +113,8 @@ class TriggerConfig:
     thinking_budget: int | None = opt(None, "Max new tokens of think_2 (default: generation.thinking_budget).")
     safe_budget: int = opt(256, "Max new tokens of the <safe> analysis; not closing it within this budget is a format failure.")
     close_safe_on_budget: bool = opt(False, "Close a <safe> block that hits safe_budget instead of failing it (budget forcing, for weak models; counted as safe_forced).")
+    scaffold: str | None = opt(None, "Versioned file under prompts/ naming the <safe> block's parts, one label per line (e.g. safety/scaffold_v1: Core issue / Reasoning check / Guidance). Each label is prefilled and the model writes one line after it, ending the line itself; a line over line_budget fails the attempt (never forced). None = a free-form block up to </safe> within safe_budget.")
+    line_budget: int = opt(24, "With a scaffold: max new tokens of one part's line.")
     retry_truncated_answer: bool = opt(True, "Count an answer_2 cut off by generation.max_new_tokens as a failure to resample.")
     judge: bool = opt(True, "Judge answer_2 with the configured `judge` (verdict stored with its raw evidence).")
     require_safe_answer: bool = opt(True, "Resample when the judge finds answer_2 unsafe or cannot decide (needs trigger.judge).")
@@ -359,10 +361,16 @@ def parse_overrides(args: list[str]) -> dict:
     return tree
 
 
-def _merge(base: dict, over: dict) -> dict:
+def _merge(base: dict, over: dict, cls: type | None = None) -> dict:
+    """``over`` on top of ``base``: config sections (dataclass fields) merge key by key, while a
+    mapping-valued field (``eval.benchmarks``, ``data.pool``, …) is replaced whole — an override
+    ``--eval.benchmarks {advbench:dev: 50}`` must not quietly keep the file's other benchmarks."""
+    hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        sub = hints.get(k)
+        section = sub is not None and dataclasses.is_dataclass(sub)
+        out[k] = _merge(out[k], v, sub) if section and isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -383,7 +391,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {p} must hold a mapping at top level")
         if sections is not None:
             data = {k: v for k, v in data.items() if k in sections}
-    data = _merge(data, parse_overrides(overrides or []))
+    data = _merge(data, parse_overrides(overrides or []), cls)
     return _build(cls, data)
 
 

@@ -132,6 +132,47 @@ def comparison_table(results: dict) -> list[str]:
     return out + [""]
 
 
+# The headline of a Safe Trigger evaluation: (title, benchmark group, what is measured). The first
+# benchmark of the group in the run is shown; safety and cost under a judge, then the trigger.
+HEADLINE = [("ASR harmful", "harmful", "judged"), ("ASR jailbreak", "jailbreak", "judged"),
+            ("over-refusal", "overrefusal", "judged"), ("general refusal", "general", "judged"),
+            ("complete `<safe>`, harmful", "harmful", "safe"), ("complete `<safe>`, general", "general", "safe")]
+
+
+def headline_table(results: dict, judge: str) -> list[str]:
+    """One row per model: the headline columns, each ``value [95% CI] n, p vs base`` (exact
+    McNemar on the same prompts; marked below alpha)."""
+    rows = results["rows"]
+    alpha = results.get("statistics", {}).get("alpha", ALPHA)
+    first = {g: next((r["benchmark"] for r in rows if r["group"] == g), None) for _, g, _ in HEADLINE}
+    tests = {(t["model"], t["reference"], t["benchmark"], t["judge"], t["metric"]): t
+             for t in (results.get("comparisons") or {}).get("tests", [])}
+    ref = next((p[1] for p in (results.get("comparisons") or {}).get("pairs", [])), None)
+    cols = [(title, first[g], kind) for title, g, kind in HEADLINE if first[g]]
+    if not cols:
+        return []
+    lines = []
+    for model in results["models"]:
+        cells = [model]
+        for _, bench, kind in cols:
+            row = next((r for r in rows if r["model"] == model and r["benchmark"] == bench
+                        and (r["judge"] == judge or kind == "safe")), None)
+            if row is None:
+                cells.append("–")
+                continue
+            stat = row.get("safe") if kind == "safe" else row.get("rate")
+            value = row["safe_rate"] if kind == "safe" else row["value"]
+            cell = f"{pct_ci(value, stat)} n={row['n']}"
+            key = (model, ref, bench, None if kind == "safe" else judge, "safe_rate" if kind == "safe" else row["metric"])
+            if key in tests:
+                cell += f", p={format_p(tests[key]['p'], alpha)}"
+            cells.append(cell)
+        lines.append(cells)
+    out = [f"## Headline ({judge})", "",
+           f"Values in % [95% Wilson interval], n responses, p: exact McNemar against {ref or 'the reference'} on the same prompts.", ""]
+    return out + _table(["model"] + [f"{t} ({b})" for t, b, _ in cols], lines) + [""]
+
+
 def to_markdown(results: dict) -> str:
     gen = results["generation"]
     policy = results.get("policy", {})
@@ -146,6 +187,8 @@ def to_markdown(results: dict) -> str:
          "Capability: accuracy of the final answer (no answer is wrong). Bold: the plain mean of the group's benchmarks. "
          "Brackets: 95% interval (Wilson for a rate over its n responses; percentile bootstrap over queries for a mean)."), "",
     ]
+    for judge in results["judges"]:
+        out += headline_table(results, judge)
     for judge in results["judges"]:
         out += judge_table(results, judge) + [""]
     out += ["## `<safe>` activation (complete blocks / n, %)", ""]

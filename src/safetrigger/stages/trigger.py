@@ -78,6 +78,10 @@ def trigger_settings(cfg) -> TriggerConfig:
         raise ConfigError(f"trigger.temperature must be >= 0, got {t.temperature!r}")
     if t.safe_budget < 1 or (t.thinking_budget is not None and t.thinking_budget < 1):
         raise ConfigError("trigger.safe_budget and trigger.thinking_budget must be >= 1")
+    if t.scaffold:
+        scaffold_labels(t.scaffold)  # fail early on a missing or empty scaffold file
+        if t.line_budget < 1:
+            raise ConfigError("trigger.line_budget must be >= 1")
     if t.require_safe_answer and not t.judge:
         raise ConfigError("trigger.require_safe_answer needs trigger.judge: true (or set require_safe_answer: false)")
     if not t.categories:
@@ -162,13 +166,18 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
         a.think, a.think_finish, a.think_tokens, a.prompt_tokens = c.text.strip(), c.finish_reason, c.completion_tokens, c.prompt_tokens
         cont.append(p + c.text.rstrip() + CLOSE_THINK_OPEN_SAFE)
 
-    phase2 = backend.complete(cont, sampling(gen, tcfg.safe_budget, [SAFE_CLOSE], temp, seed), 1)
+    if tcfg.scaffold:
+        blocks = scaffold_block(backend, cont, out, scaffold_labels(tcfg.scaffold), gen, tcfg, temp, seed)
+    else:
+        phase2 = backend.complete(cont, sampling(gen, tcfg.safe_budget, [SAFE_CLOSE], temp, seed), 1)
+        blocks = [c.text.rstrip() for (c,) in phase2]
+        for a, (c,) in zip(out, phase2):
+            a.safe, a.safe_tokens = c.text.strip(), c.completion_tokens
+            a.safe_finish = "stop" if (c.finish_reason == "stop" and c.stop_string == SAFE_CLOSE) else c.finish_reason
     closed = []
-    for k, (a, (c,)) in enumerate(zip(out, phase2)):
-        a.safe, a.safe_tokens = c.text.strip(), c.completion_tokens
-        a.safe_finish = "stop" if (c.finish_reason == "stop" and c.stop_string == SAFE_CLOSE) else c.finish_reason
+    for k, a in enumerate(out):
         # Budget forcing, as for the reasoning: weak models ramble inside the block.
-        a.safe_forced = a.safe_finish == "length" and tcfg.close_safe_on_budget and bool(a.safe)
+        a.safe_forced = a.safe_finish == "length" and tcfg.close_safe_on_budget and bool(a.safe) and not tcfg.scaffold
         if has_format_tags(a.think):
             a.failures.append(THINK_HAS_TAGS)
         if a.safe_finish == "eos":
@@ -183,7 +192,7 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
             closed.append(k)
 
     if closed:
-        prefixes = [cont[k] + phase2[k][0].text.rstrip() + CLOSE_SAFE for k in closed]
+        prefixes = [cont[k] + blocks[k] + CLOSE_SAFE for k in closed]
         phase3 = backend.complete(prefixes, sampling(gen, gen.max_new_tokens, list(gen.stop), temp, seed), 1)
         for k, (c,) in zip(closed, phase3):
             a = out[k]
@@ -200,6 +209,52 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
                 if not parsed.safe_complete or parsed.think != a.think or parsed.safe != a.safe or parsed.answer != a.answer:
                     a.failures.append(RESPONSE_MALFORMED)
     return out
+
+
+def scaffold_labels(name: str) -> list[str]:
+    """The part labels of a versioned scaffold file, one per non-empty line."""
+    from safetrigger.prompts import load_prompt
+
+    labels = [line.strip() for line in load_prompt(name).splitlines() if line.strip()]
+    if not labels:
+        raise ConfigError(f"trigger.scaffold '{name}' names no parts (one label per line)")
+    return labels
+
+
+def scaffold_block(backend, cont: list[str], out: list[Attempt], labels: list[str], gen, tcfg, temp, seed) -> list[str]:
+    """The <safe> block part by part: each label is prefilled and the model writes the rest of
+    its line, stopping at the newline it writes itself. Why: a 135M model never closes a
+    free-form block (every demo block was closed by force at the budget, so it never saw one it
+    ended), while it does end short lines. A line that runs over ``line_budget`` or ends the
+    turn fails the attempt; nothing is closed by force. Fills ``out``'s safe fields and returns
+    each row's block text (to be followed by ``CLOSE_SAFE``)."""
+    text = [""] * len(cont)
+    live = list(range(len(cont)))
+    for a in out:
+        a.safe_finish, a.safe_tokens = "stop", 0
+    for n, label in enumerate(labels):
+        if not live:
+            break
+        prefixes = [cont[k] + text[k] + label for k in live]  # no trailing space: the model writes " word" tokens
+        got = backend.complete(prefixes, sampling(gen, tcfg.line_budget, ["\n", SAFE_CLOSE], temp, seed + n), 1)
+        still = []
+        for k, (c,) in zip(live, got):
+            a = out[k]
+            a.safe_tokens += c.completion_tokens
+            line = c.text.strip()
+            if c.finish_reason == "stop" and c.stop_string == "\n" and line:
+                text[k] += f"{label} {line}" + ("\n" if n + 1 < len(labels) else "")
+                still.append(k)
+            else:
+                # eos: the turn ended inside the block; length: the line never ended; a '</safe>'
+                # or an empty line: the part is missing. All are format failures of the block.
+                a.safe_finish = {"eos": "eos", "length": "length"}.get(c.finish_reason, "stop")
+                text[k] += f"{label} {line}".rstrip()
+        live = still
+    done = set(live)  # rows whose every part's line the model ended itself
+    for k, a in enumerate(out):
+        a.safe = text[k].strip() if k in done or a.safe_finish != "stop" else ""  # "": a part is missing (safe_empty)
+    return text
 
 
 def trigger_responses(
