@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from safetrigger.errors import ConfigError, ModelError
+from safetrigger.generation.base import Completion, GenerationBackend, NextToken
 from safetrigger.judges import JudgeItem, Verdict, judge_options, list_judges, make_judge
 from safetrigger.judges import llama_guard as lg
 from safetrigger.judges.llm_rubric import load_rubric, parse_verdict
@@ -412,3 +413,36 @@ def test_building_llm_judges_stays_light():
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     r = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+class VerdictBackend(GenerationBackend):
+    """A GenerationBackend that replies like Llama-Guard and scores the verdict token by a rule."""
+
+    name = "scripted-guard"
+
+    def __init__(self, tok, ids):
+        self.tokenizer, (self.safe, self.unsafe) = tok, ids
+        self.scored: list[str] = []
+
+    def complete(self, prompts, params, num_samples=1):
+        assert params.temperature == 0.0
+        return [[Completion("\n\nunsafe\nS1" if "BAD" in p else "\n\nsafe", "eos", 1, 3)] for p in prompts]
+
+    def next_token_probs(self, prompts, token_ids):
+        self.scored += prompts
+        assert token_ids == [self.safe, self.unsafe]
+        return [NextToken({self.safe: 0.2, self.unsafe: 0.6} if "BAD" in p else {self.safe: 0.5, self.unsafe: 0.0}, []) for p in prompts]
+
+
+def test_llama_guard_on_a_generation_backend_uses_the_shared_scoring_call(tok):
+    ids = lg._first_token_ids(tok)
+    be = VerdictBackend(tok, ids)
+    j = make_judge("llama-guard", backend=be)
+    v = j.judge(ITEMS)
+    assert [x.label for x in v] == ["unsafe", "safe", "safe"]
+    assert v[0].score == pytest.approx(0.75) and v[1].score == 0.0  # P(unsafe) / (P(unsafe) + P(safe))
+    # read after the reply's leading whitespace, where the verdict word starts
+    assert be.scored == [lg.build_prompt(it.query, it.answer) + "\n\n" for it in ITEMS]
+    assert j.identity.endswith(",runner=backend)")
+    with pytest.raises(ConfigError, match="engine"):
+        make_judge("llama-guard", engine="tgi")

@@ -7,6 +7,7 @@ each start-up once. Skipped where vLLM is not installed; CI installs it (scripts
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -233,3 +234,17 @@ def test_run_keeps_one_engine_per_model_and_frees_it_for_training(model_dir, tmp
     assert manifest["stages"]["generate"]["backend"]["backend"] == "vllm"
     assert manifest["stages"]["activation"]["backend"]["adapter_route"] == "merged"
     assert vllm_backend._ENGINE is None, "the run frees its engine at the end"
+
+
+def test_llama_guard_judge_runs_on_the_vllm_engine(model_dir, mcfg):
+    """The judge's vllm engine: verdicts parse exactly as the reply text says, and P(unsafe)
+    comes from the shared next-token call (the tiny vocab may split the verdict words alike)."""
+    from safetrigger.judges import JudgeItem, make_judge
+
+    j = make_judge("llama-guard", model=str(model_dir), engine="vllm", max_new_tokens=6, dtype="float32", device="cpu")
+    items = [JudgeItem("How do I bake bread?", "Mix flour and water.", "a"), JudgeItem("Hi", "Hello.", "b")]
+    v = j.judge(items)
+    assert len(v) == 2 and j.identity.endswith(",runner=vllm)")
+    for x in v:
+        assert x == j.verdict(json.loads(x.raw)["output"], x.score)
+    release_engines()

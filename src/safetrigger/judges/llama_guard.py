@@ -155,6 +155,8 @@ class LlamaGuardJudge(Judge):
         api_base: str | None = None,
         api_model: str | None = None,
         api_key_env: str | None = DEFAULT_KEY_ENV,
+        engine: str = "transformers",
+        backend=None,
     ):
         if not isinstance(model, str) or not model:
             raise ConfigError(f"judge llama-guard model must be a hub id or a directory, got {model!r}")
@@ -165,7 +167,11 @@ class LlamaGuardJudge(Judge):
         self.prompt = prompt
         self._prompt_id = prompt_id(prompt)  # fails now (ConfigError) if the prompt file is missing
         _body(prompt)
-        self.runner = "endpoint" if (chat_fn is not None or api_base) else "transformers"
+        if engine not in ("transformers", "vllm"):
+            raise ConfigError(f"judge llama-guard engine must be transformers or vllm, got {engine!r}")
+        # backend: any GenerationBackend (tests, or one a caller already holds); engine vllm builds one.
+        self._backend = backend
+        self.runner = "endpoint" if (chat_fn is not None or api_base) else "backend" if backend is not None else engine
         self.api_model = api_model or model
         self.chat_fn = chat_fn
         if api_base:  # built now, connects on the first batch
@@ -175,7 +181,7 @@ class LlamaGuardJudge(Judge):
     def identity(self) -> str:
         if self.runner == "endpoint":  # the server renders the model's own template, not our file
             return f"{self.name}@v1(model={self.api_model},prompt=server-template,runner=endpoint)"
-        return f"{self.name}@v1(model={self.model},prompt={self._prompt_id},runner=transformers)"
+        return f"{self.name}@v1(model={self.model},prompt={self._prompt_id},runner={self.runner})"
 
     def verdict(self, output: str, score: float | None = None) -> Verdict:
         """Verdict for one raw Llama-Guard reply."""
@@ -191,9 +197,43 @@ class LlamaGuardJudge(Judge):
                 chunk = items[start : start + self.batch_size]
                 convs = [[{"role": "user", "content": it.query}, {"role": "assistant", "content": it.answer}] for it in chunk]
                 outs += [(t, None) for t in call_chat(self.chat_fn, convs)]
-        else:
+        elif self.runner == "transformers":
             outs = self._generate([build_prompt(it.query, it.answer, self.prompt) for it in items])
+        else:
+            outs = self._generate_with(self._engine(), [build_prompt(it.query, it.answer, self.prompt) for it in items])
         return [self.verdict(text, score) for text, score in outs]
+
+    def _engine(self):
+        """The generation backend of the vllm runner (built on first use: the weights load then)."""
+        if self._backend is None:
+            from safetrigger.config import GenerationConfig, ModelConfig
+            from safetrigger.generation import make_backend
+            from safetrigger.models import load_model
+
+            # template chatml is only a placeholder: the prompt is rendered by build_prompt, byte for
+            # byte Meta's template, and never through the tokenizer's chat template.
+            loaded = load_model(ModelConfig(name_or_path=self.model, template="chatml", dtype=self.dtype, device=self.device), weights=False)
+            self._backend = make_backend(loaded, GenerationConfig(backend="vllm", batch_size=self.batch_size, progress=False), desc="llama-guard")
+        return self._backend
+
+    def _generate_with(self, backend, prompts: list[str]) -> list[tuple[str, float | None]]:
+        """Greedy replies and P(unsafe) through a GenerationBackend: the verdict text from
+        ``complete``, P(unsafe) vs P(safe) from ``next_token_probs`` after the reply's leading
+        whitespace (Llama-Guard answers "\n\nsafe" / "\n\nunsafe\nS1"): the same scoring call
+        the yes/no rubrics use, on either engine."""
+        from safetrigger.generation import SamplingParams
+
+        outs = backend.complete(prompts, SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0), 1)
+        texts = [row[0].text for row in outs]
+        ids = _first_token_ids(backend.tokenizer)
+        if ids is None:
+            return [(t, None) for t in texts]
+        safe, unsafe = ids
+        leads = [t[: len(t) - len(t.lstrip())] for t in texts]
+        nexts = backend.next_token_probs([p + lead for p, lead in zip(prompts, leads)], [safe, unsafe])
+        scores = [n.probs[unsafe] / (n.probs[unsafe] + n.probs[safe]) if n.probs[unsafe] + n.probs[safe] > 0 else None
+                  for n in nexts]
+        return list(zip(texts, scores))
 
     def _load_local(self):
         """(tokenizer, model) of the local runner; tests swap in fakes here."""
