@@ -172,11 +172,14 @@ def test_missing_vllm_is_one_clear_error(mcfg, monkeypatch):
 
     from safetrigger.generation import vllm_backend
 
+    from transformers import AutoConfig
+
     release_engines()
+    hf = AutoConfig.from_pretrained(mcfg.name_or_path)
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError
     with pytest.raises(ModelError, match="pip install vllm"):
         vllm_backend.engine_for(vllm_backend.EngineKey(mcfg.name_or_path, "float32", False, 0, 1, 1, 512, True),
-                                GenerationConfig(backend="vllm"), vllm_backend.Path("/tmp"))
+                                GenerationConfig(backend="vllm"), vllm_backend.Path("/tmp"), hf)
 
 
 def test_unsupported_architecture_is_one_clear_error(tmp_path, mcfg):

@@ -84,6 +84,17 @@ class GenerationBackend(ABC):
         return {"backend": self.name}
 
 
+def end_token_ids(tokenizer, end_tokens: list[str] | None) -> list[int]:
+    """Ids that close a completion: the tokenizer's eos plus each family end-of-turn token the
+    vocabulary has (unknown ones are skipped)."""
+    ids = {tokenizer.eos_token_id}
+    for t in end_tokens or []:
+        tid = tokenizer.convert_tokens_to_ids(t)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
 def completion_from_ids(tokenizer, gen: list[int], end_ids, prompt_len: int, params: SamplingParams,
                         pad_id: int | None = None) -> Completion:
     """A completion from generated token ids, the same way for every local backend: it ends at

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids
+from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids, end_token_ids
 
 
 class TransformersBackend(GenerationBackend):
@@ -22,13 +22,7 @@ class TransformersBackend(GenerationBackend):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.progress = progress
-        # Turn-closing tokens (family end-of-turn plus the tokenizer's eos) end a completion.
-        ids = {tokenizer.eos_token_id}
-        for t in end_tokens or []:
-            tid = tokenizer.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != tokenizer.unk_token_id:
-                ids.add(tid)
-        self.end_ids = sorted(i for i in ids if i is not None)
+        self.end_ids = end_token_ids(tokenizer, end_tokens)
         self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
 
     def identity(self) -> dict:
@@ -117,7 +111,6 @@ class TransformersBackend(GenerationBackend):
                 out[i] = NextToken({t: float(probs[row, t]) for t in token_ids},
                                    [(int(t), float(p)) for t, p in zip(top.indices[row], top.values[row])])
         return out  # type: ignore[return-value]
-
 
     def next_token_entropies(self, seqs: list[list[int]]) -> list[float]:
         from safetrigger.evaluation.entropy import next_token_entropies

