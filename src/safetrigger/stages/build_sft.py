@@ -24,6 +24,8 @@ Policy (reasons in the order they are checked):
   watch the count.
 * ``safe_format`` — a risky row whose ``<safe>`` block is not well formed or empty
   (after ``trigger.max_attempts`` tries).
+* ``safe_forced`` — with ``sft_data.drop_safe_forced`` (default), a risky row whose block was
+  closed by force at ``trigger.safe_budget``: the model never ended it, so it is not a target.
 * ``answer_truncated`` — the answer used hit ``generation.max_new_tokens`` (``*_finish ==
   'length'``); a cut-off answer is not a target. Configurable (``sft_data.drop_answer_truncated``).
 * ``empty_answer`` — nothing after ``</think>`` / ``</safe>``.
@@ -32,6 +34,9 @@ Policy (reasons in the order they are checked):
   did not judge (``trigger.judge: false``) are kept and counted as ``unjudged_kept``.
 * ``target_malformed`` — the assembled target does not parse back into exactly its parts (e.g.
   stray ``</think>`` inside an answer): training on it would teach a broken format.
+* ``general_refused`` — with ``sft_data.general_judge`` set, a general row whose answer_1 that
+  refusal judge calls a refusal (or off-topic): training on it would teach refusing everyday
+  requests. Verdicts are counted in the stats.
 
 Prompt side (``messages``): the *original* user query (never the pass-② analysis prompt — the
 point is to trigger the audit inline) and, with ``sft_data.include_system_prompt`` (default), the
@@ -48,7 +53,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from safetrigger.config import SftDataConfig
 from safetrigger.errors import ConfigError, DataError
@@ -72,13 +77,15 @@ NO_TRIGGER_ROW = "no_trigger_row"
 STALE_TRIGGER_ROW = "stale_trigger_row"
 THINK_TRUNCATED = "think_truncated"
 SAFE_FORMAT = "safe_format"
+SAFE_FORCED = "safe_forced"
 ANSWER_TRUNCATED = "answer_truncated"
 EMPTY_ANSWER = "empty_answer"
 JUDGE_UNSAFE = "judge_unsafe"
 JUDGE_UNDECIDED = "judge_undecided"
 TARGET_MALFORMED = "target_malformed"
-REASONS = (GENERAL_HAS_SAFE, NO_TRIGGER_ROW, STALE_TRIGGER_ROW, THINK_TRUNCATED, SAFE_FORMAT, ANSWER_TRUNCATED,
-           EMPTY_ANSWER, JUDGE_UNSAFE, JUDGE_UNDECIDED, TARGET_MALFORMED)
+GENERAL_REFUSED = "general_refused"
+REASONS = (GENERAL_HAS_SAFE, NO_TRIGGER_ROW, STALE_TRIGGER_ROW, THINK_TRUNCATED, SAFE_FORMAT, SAFE_FORCED, ANSWER_TRUNCATED,
+           EMPTY_ANSWER, JUDGE_UNSAFE, JUDGE_UNDECIDED, TARGET_MALFORMED, GENERAL_REFUSED)
 
 
 
@@ -142,6 +149,8 @@ def assemble(row: dict, trig: dict | None, risky: bool, opts: SftDataConfig) -> 
     if risky and not (trig.get("format_ok") and safe.strip()):
         return None, SAFE_FORMAT, info
     if risky and trig.get("safe_forced"):
+        if opts.drop_safe_forced:
+            return None, SAFE_FORCED, info
         info["safe_forced"] = True  # block closed at trigger.safe_budget (budget forcing)
     if answer_cut and opts.drop_answer_truncated:
         return None, ANSWER_TRUNCATED, info
@@ -207,12 +216,20 @@ def _lengths(texts: list[str], tokenizer) -> list[int]:
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def run_build_sft(cfg, store: RunStore, *, tokenizer=None) -> dict:
+def general_refusals(judge, rows: list[dict], targets: list[str]) -> list[dict]:
+    """The refusal judge's verdict on each general row's answer (the final answer only)."""
+    from safetrigger.judges import JudgeItem
+
+    items = [JudgeItem(query=r["query"], answer=parse(t).answer or "", id=str(r["id"])) for r, t in zip(rows, targets)]
+    return [v.to_dict() for v in judge.judge(items)]
+
+
+def run_build_sft(cfg, store: RunStore, *, tokenizer=None, general_judge=None) -> dict:
     """Assemble ``sft.jsonl`` from ``generate.jsonl`` + ``trigger.jsonl``; returns the stats.
 
     ``tokenizer``: measure lengths with it (default, with ``sft_data.length_unit: tokens``: the
     configured model's tokenizer, or characters when it cannot be loaded; the unit is named in
-    the stats)."""
+    the stats). ``general_judge`` replaces the judge ``sft_data.general_judge`` names (tests)."""
     opts = sft_settings(cfg)
     risky_cats = set(trigger_settings(cfg).categories)
     src = store.stage(SOURCE_STAGE)
@@ -240,12 +257,24 @@ def run_build_sft(cfg, store: RunStore, *, tokenizer=None) -> dict:
     n_kept: Counter = Counter()
     dropped: dict[str, Counter] = defaultdict(Counter)
     caveats: dict[str, Counter] = defaultdict(Counter)
-    for row in generated:
+    assembled = [(row, *assemble(row, trig.get(str(row["id"])), row.get("category", "?") in risky_cats, opts)) for row in generated]
+    general_verdicts: Counter = Counter()
+    if opts.general_judge:
+        if general_judge is None:
+            from safetrigger.judges import judge_from_config
+
+            general_judge = judge_from_config(replace(cfg.judge, name=opts.general_judge))
+        todo = [k for k, (row, target, _, _) in enumerate(assembled) if target is not None and row.get("category", "?") not in risky_cats]
+        verdicts = general_refusals(general_judge, [assembled[k][0] for k in todo], [assembled[k][1] for k in todo])
+        for k, v in zip(todo, verdicts):
+            general_verdicts[v.get("label")] += 1
+            if v.get("unsafe") is not True:  # refusal judges: unsafe=True means "answered" (complied)
+                row, _, _, info = assembled[k]
+                assembled[k] = (row, None, GENERAL_REFUSED, info)
+    for row, target, reason, info in assembled:
         cat = row.get("category", "?")
         rid = str(row["id"])
-        risky = cat in risky_cats
         n_gen[cat] += 1
-        target, reason, info = assemble(row, trig.get(rid), risky, opts)
         if target is None:
             dropped[cat][reason] += 1
             dropped_rows.append({"id": rid, "category": cat, "reason": reason})
@@ -272,6 +301,8 @@ def run_build_sft(cfg, store: RunStore, *, tokenizer=None) -> dict:
     write_jsonl(store.dir / DROPPED, dropped_rows)
 
     stats = _stats(kept_rows, generated, trig_rows, risky_cats, accounting, dropped, caveats, orphans, tokenizer, unit, system, opts)
+    if opts.general_judge:
+        stats["general_judge"] = {"judge": general_judge.identity, "labels": dict(general_verdicts.most_common())}
     truncated = sum(c.get("think_truncated_kept", 0) for c in caveats.values())
     if kept_rows and truncated / len(kept_rows) > 0.2:
         log.warning("%s: %d of %d kept targets have budget-cut reasoning: raise generation.thinking_budget "

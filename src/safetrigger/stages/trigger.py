@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from safetrigger.config import TriggerConfig
 from safetrigger.errors import ConfigError, DataError
@@ -56,7 +56,10 @@ SAFE_EMPTY = "safe_empty"
 SAFE_HAS_TAGS = "safe_has_tags"  # think/safe tags inside the analysis
 THINK_HAS_TAGS = "think_has_tags"  # think_2 carries stray tags (e.g. a second <think>)
 RESPONSE_MALFORMED = "response_malformed"  # assembled text does not parse back into its parts
-FORMAT_FAILURES = (SAFE_UNCLOSED_EOS, SAFE_BUDGET_HIT, SAFE_EMPTY, SAFE_HAS_TAGS, THINK_HAS_TAGS, RESPONSE_MALFORMED)
+SAFE_COPIES_PROMPT = "safe_copies_prompt"  # scaffold: a line repeats the analysis prompt's wording
+SAFE_PART_SHORT = "safe_part_short"  # scaffold: a line of fewer than trigger.min_line_words words
+FORMAT_FAILURES = (SAFE_UNCLOSED_EOS, SAFE_BUDGET_HIT, SAFE_EMPTY, SAFE_HAS_TAGS, THINK_HAS_TAGS, RESPONSE_MALFORMED,
+                   SAFE_COPIES_PROMPT, SAFE_PART_SHORT)
 # Answer failures: the block is fine, the answer after it is not usable as a target.
 ANSWER_EMPTY = "answer_empty"
 ANSWER_TRUNCATED = "answer_truncated"  # generation.max_new_tokens ran out
@@ -82,6 +85,8 @@ def trigger_settings(cfg) -> TriggerConfig:
         scaffold_labels(t.scaffold)  # fail early on a missing or empty scaffold file
         if t.line_budget < 1:
             raise ConfigError("trigger.line_budget must be >= 1")
+    if t.samples_per_part < 1 or t.answer_samples < 1:
+        raise ConfigError("trigger.samples_per_part and trigger.answer_samples must be >= 1")
     if t.require_safe_answer and not t.judge:
         raise ConfigError("trigger.require_safe_answer needs trigger.judge: true (or set require_safe_answer: false)")
     if not t.categories:
@@ -129,6 +134,10 @@ class Attempt:
     prompt_tokens: int = 0
     failures: list[str] = field(default_factory=list)
     verdict: dict | None = None
+    content_failure: str | None = None
+    """Scaffold only: the first part line that parrots the prompt or is too short."""
+    candidates: list = field(default_factory=list)
+    """trigger.answer_samples > 1: every sampled answer (Completion); the judge picks one."""
 
     @property
     def format_ok(self) -> bool:
@@ -152,9 +161,11 @@ class Attempt:
         return (self.accepted, self.answer_ok, self.format_ok, self.index)
 
 
-def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen, tcfg: TriggerConfig) -> list[Attempt]:
+def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen, tcfg: TriggerConfig,
+                template: str = "") -> list[Attempt]:
     """One attempt for each rendered prompt (each ends with ``<think>\\n``): the three calls,
-    then the format and answer checks. Judging is left to the caller."""
+    then the format and answer checks. Judging is left to the caller. ``template``: the analysis
+    prompt, whose wording a scaffold line must not repeat (``trigger.copy_ngram``)."""
     temp = gen.temperature if index == 0 else tcfg.temperature
     seed = gen.seed + index * RETRY_SEED_STRIDE
     think_budget = tcfg.thinking_budget or gen.thinking_budget
@@ -167,7 +178,7 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
         cont.append(p + c.text.rstrip() + CLOSE_THINK_OPEN_SAFE)
 
     if tcfg.scaffold:
-        blocks = scaffold_block(backend, cont, out, scaffold_labels(tcfg.scaffold), gen, tcfg, temp, seed)
+        blocks = scaffold_block(backend, cont, out, scaffold_labels(tcfg.scaffold), gen, tcfg, temp, seed, template)
     else:
         phase2 = backend.complete(cont, sampling(gen, tcfg.safe_budget, [SAFE_CLOSE], temp, seed), 1)
         blocks = [c.text.rstrip() for (c,) in phase2]
@@ -188,26 +199,17 @@ def run_attempt(backend: GenerationBackend, prompts: list[str], index: int, gen,
             a.failures.append(SAFE_EMPTY)
         elif has_format_tags(a.safe):
             a.failures.append(SAFE_HAS_TAGS)
+        elif a.content_failure:
+            a.failures.append(a.content_failure)
         if a.format_ok:
             closed.append(k)
 
     if closed:
         prefixes = [cont[k] + blocks[k] + CLOSE_SAFE for k in closed]
-        phase3 = backend.complete(prefixes, sampling(gen, gen.max_new_tokens, list(gen.stop), temp, seed), 1)
-        for k, (c,) in zip(closed, phase3):
-            a = out[k]
-            a.answer, a.answer_finish, a.answer_tokens = c.text.strip(), c.finish_reason, c.completion_tokens
-            if not a.answer:
-                a.failures.append(ANSWER_EMPTY)
-            elif a.answer_finish == "length" and tcfg.retry_truncated_answer:
-                a.failures.append(ANSWER_TRUNCATED)
-            if has_format_tags(a.answer):
-                a.failures.append(ANSWER_HAS_TAGS)
-            # Safety net: a usable attempt must parse back as one complete block after </think>.
-            if a.answer_ok:
-                parsed = parse(a.response())
-                if not parsed.safe_complete or parsed.think != a.think or parsed.safe != a.safe or parsed.answer != a.answer:
-                    a.failures.append(RESPONSE_MALFORMED)
+        phase3 = backend.complete(prefixes, sampling(gen, gen.max_new_tokens, list(gen.stop), temp, seed), max(1, tcfg.answer_samples))
+        for k, cands in zip(closed, phase3):
+            out[k].candidates = list(cands) if len(cands) > 1 else []
+            set_answer(out[k], cands[0], tcfg)
     return out
 
 
@@ -221,30 +223,115 @@ def scaffold_labels(name: str) -> list[str]:
     return labels
 
 
-def scaffold_block(backend, cont: list[str], out: list[Attempt], labels: list[str], gen, tcfg, temp, seed) -> list[str]:
+def set_answer(a: Attempt, c, tcfg: TriggerConfig) -> None:
+    """Take completion ``c`` as the attempt's answer and (re)run the answer checks."""
+    a.failures = [f for f in a.failures if f not in ANSWER_FAILURES and f != RESPONSE_MALFORMED]
+    a.answer, a.answer_finish, a.answer_tokens = c.text.strip(), c.finish_reason, c.completion_tokens
+    if not a.answer:
+        a.failures.append(ANSWER_EMPTY)
+    elif a.answer_finish == "length" and tcfg.retry_truncated_answer:
+        a.failures.append(ANSWER_TRUNCATED)
+    if has_format_tags(a.answer):
+        a.failures.append(ANSWER_HAS_TAGS)
+    # Safety net: a usable attempt must parse back as one complete block after </think>.
+    if a.answer_ok:
+        parsed = parse(a.response())
+        if not parsed.safe_complete or parsed.think != a.think or parsed.safe != a.safe or parsed.answer != a.answer:
+            a.failures.append(RESPONSE_MALFORMED)
+
+
+def pick_answers(attempts: list[Attempt], queries: list[str], ids: list[str], judge, tcfg) -> None:
+    """Best of n answers: judge every usable candidate of each attempt and keep the first the
+    judge finds safe (else the first usable one). Every candidate is the model's own answer."""
+    from safetrigger.judges import JudgeItem
+
+    todo = []
+    for a, q, i in zip(attempts, queries, ids):
+        for n, c in enumerate(a.candidates):
+            probe = replace(a, failures=[f for f in a.failures if f not in ANSWER_FAILURES], candidates=[])
+            set_answer(probe, c, tcfg)
+            if probe.answer_ok:
+                todo.append((a, c, JudgeItem(query=q, answer=probe.answer, id=f"{i}#{n}")))
+    verdicts = judge.judge([t[2] for t in todo]) if todo else []
+    chosen: dict[int, tuple] = {}
+    for (a, c, _), v in zip(todo, verdicts):
+        if id(a) not in chosen or (chosen[id(a)][1].unsafe is not False and v.unsafe is False):
+            chosen[id(a)] = (c, v)
+    for a in attempts:
+        if id(a) in chosen:
+            set_answer(a, chosen[id(a)][0], tcfg)
+
+
+def _words(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def copies_text(line: str, source_ngrams: set[tuple[str, ...]], n: int) -> bool:
+    """``line`` contains ``n`` consecutive words that also occur, in order, in the source."""
+    w = _words(line)
+    return n > 0 and any(tuple(w[i : i + n]) in source_ngrams for i in range(len(w) - n + 1))
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    w = _words(text)
+    return {tuple(w[i : i + n]) for i in range(len(w) - n + 1)} if n > 0 else set()
+
+
+CONTENT_FAILURES = (SAFE_PART_SHORT, SAFE_COPIES_PROMPT)
+
+
+def _line_failure(c, label: str, prompt_ngrams, tcfg) -> str | None:
+    """Why one candidate line is not usable (None = usable): not ended by the model's own
+    newline, empty, too short, or parroting the prompt."""
+    line = c.text.strip()
+    if not (c.finish_reason == "stop" and c.stop_string == "\n" and line):
+        return c.finish_reason or "missing"
+    if len(_words(line)) < tcfg.min_line_words:
+        return SAFE_PART_SHORT
+    if copies_text(line, prompt_ngrams, tcfg.copy_ngram):
+        return SAFE_COPIES_PROMPT
+    return None
+
+
+def scaffold_block(backend, cont: list[str], out: list[Attempt], labels: list[str], gen, tcfg, temp, seed,
+                   template: str = "") -> list[str]:
     """The <safe> block part by part: each label is prefilled and the model writes the rest of
     its line, stopping at the newline it writes itself. Why: a 135M model never closes a
     free-form block (every demo block was closed by force at the budget, so it never saw one it
     ended), while it does end short lines. A line that runs over ``line_budget`` or ends the
     turn fails the attempt; nothing is closed by force. Fills ``out``'s safe fields and returns
     each row's block text (to be followed by ``CLOSE_SAFE``)."""
+    # A 135M model asked "Core issue: is the request harmful...?" mostly answers by copying the
+    # question; such a block teaches the labels but no analysis, so it fails and is resampled.
+    prompt_ngrams = ngrams(template, tcfg.copy_ngram)
     text = [""] * len(cont)
     live = list(range(len(cont)))
     for a in out:
         a.safe_finish, a.safe_tokens = "stop", 0
+    k_samples = max(1, tcfg.samples_per_part)
     for n, label in enumerate(labels):
         if not live:
             break
         prefixes = [cont[k] + text[k] + label for k in live]  # no trailing space: the model writes " word" tokens
-        got = backend.complete(prefixes, sampling(gen, tcfg.line_budget, ["\n", SAFE_CLOSE], temp, seed + n), 1)
+        got = backend.complete(prefixes, sampling(gen, tcfg.line_budget, ["\n", SAFE_CLOSE], temp, seed + n), k_samples)
         still = []
-        for k, (c,) in zip(live, got):
+        for k, cands in zip(live, got):
             a = out[k]
+            # Best of n per line: the first candidate the model ended itself and that says
+            # something of its own (every candidate is the model's; none is edited).
+            verdicts = [_line_failure(c, label, prompt_ngrams, tcfg) for c in cands]
+            pick = next((i for i, v in enumerate(verdicts) if v is None), None)
+            if pick is None:
+                pick = next((i for i, v in enumerate(verdicts) if v in CONTENT_FAILURES), 0)
+            c, line = cands[pick], cands[pick].text.strip()
             a.safe_tokens += c.completion_tokens
-            line = c.text.strip()
             if c.finish_reason == "stop" and c.stop_string == "\n" and line:
                 text[k] += f"{label} {line}" + ("\n" if n + 1 < len(labels) else "")
                 still.append(k)
+                if a.content_failure is None and verdicts[pick] is not None:
+                    a.content_failure = verdicts[pick]
             else:
                 # eos: the turn ended inside the block; length: the line never ended; a '</safe>'
                 # or an empty line: the part is missing. All are format failures of the block.
@@ -265,9 +352,11 @@ def trigger_responses(
     tcfg: TriggerConfig,
     judge=None,
     ids: list[str] | None = None,
+    template: str = "",
 ) -> list[list[Attempt]]:
     """All attempts per prompt (at most ``tcfg.max_attempts``): resample rows whose latest
-    attempt failed. ``queries`` are the original user requests, for the judge."""
+    attempt failed. ``queries`` are the original user requests, for the judge; ``template`` the
+    analysis prompt (see :func:`run_attempt`)."""
     from safetrigger.judges import JudgeItem
 
     ids = ids or [str(i) for i in range(len(prompts))]
@@ -276,7 +365,9 @@ def trigger_responses(
     for index in range(tcfg.max_attempts):
         if not pending:
             break
-        attempts = run_attempt(backend, [prompts[i] for i in pending], index, gen, tcfg)
+        attempts = run_attempt(backend, [prompts[i] for i in pending], index, gen, tcfg, template)
+        if judge is not None and tcfg.answer_samples > 1:
+            pick_answers(attempts, [queries[i] for i in pending], [ids[i] for i in pending], judge, tcfg)
         if judge is not None:
             usable = [(i, a) for i, a in zip(pending, attempts) if a.answer_ok]
             verdicts = judge.judge([JudgeItem(query=queries[i], answer=a.answer, id=ids[i]) for i, a in usable])
@@ -387,7 +478,7 @@ def _run_rows(cfg, tcfg, store, out, todo, template, pid, loaded, backend, judge
     if judge is None and tcfg.judge:
         from safetrigger.judges import judge_from_config
 
-        judge = judge_from_config(cfg.judge)
+        judge = judge_from_config(replace(cfg.judge, name=tcfg.answer_judge) if tcfg.answer_judge else cfg.judge)
     if not tcfg.judge:
         judge = None
     if tcfg.max_attempts > 1 and tcfg.temperature == 0:
@@ -402,7 +493,8 @@ def _run_rows(cfg, tcfg, store, out, todo, template, pid, loaded, backend, judge
         prompts = [render_prompt(loaded.tokenizer, fill_prompt(template, r["query"], r.get("think")), system=system)
                    for r in chunk]
         history = trigger_responses(
-            backend, prompts, [r["query"] for r in chunk], gen, tcfg, judge, ids=[str(r["id"]) for r in chunk]
+            backend, prompts, [r["query"] for r in chunk], gen, tcfg, judge, ids=[str(r["id"]) for r in chunk],
+            template=template,
         )
         written = out.append(trigger_row(r, h, pid) for r, h in zip(chunk, history))
         log.info("%s: wrote %d rows (%d/%d)", STAGE, written, start + len(chunk), len(todo))

@@ -40,6 +40,8 @@ class TrainConfig:
     max_length: int | None = opt(None, "Max tokens per example. None = derived from the data: longest example, never silently truncated. Set explicitly, every example must fit it (as with max_length_cap).")
     max_length_cap: int | None = opt(None, "Optional hard cap on example length; longer examples are dropped and counted, or refused (see on_overlong).")
     on_overlong: str = opt("error", "What to do with examples longer than max_length / max_length_cap: error | drop (drop is counted and logged).")
+    autocast: str = opt("auto", "Mixed precision over the fp32 master weights: auto (bf16 on CUDA with bf16; none on CPU, where autocast measured slower than fp32) | bf16 | none.")
+    sampler: str = opt("random", "Batch order: random | group_by_length (rows of similar length share a batch: less padding, more tokens/s).")
     gradient_checkpointing: bool = opt(False, "Recompute activations in backward to save memory (long reasoning traces).")
     save_merged: bool = opt(False, "Also write LoRA-merged full weights to <output>/merged (loadable without peft).")
     seed: int = opt(0, "Seed for data order and adapter init.")
@@ -55,6 +57,10 @@ class TrainConfig:
         """Refuse values TRL would accept but that mean a mistake (one-line ConfigError)."""
         if self.on_overlong not in ("error", "drop"):
             raise ConfigError(f"{self.section}.on_overlong must be 'error' or 'drop', got {self.on_overlong!r}")
+        if self.autocast not in ("auto", "bf16", "none"):
+            raise ConfigError(f"{self.section}.autocast must be auto, bf16 or none, got {self.autocast!r}")
+        if self.sampler not in ("random", "group_by_length"):
+            raise ConfigError(f"{self.section}.sampler must be random or group_by_length, got {self.sampler!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"{self.section}.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         for name in ("lora_r", "per_device_batch_size", "gradient_accumulation_steps", "logging_steps"):

@@ -71,6 +71,7 @@ def train(recipe: Recipe, dataset_path: Path, model_cfg: ModelConfig, cfg: Train
     ``accelerate launch`` (DDP / FSDP / DeepSpeed): every process calls this function.
     """
     cfg.validate()
+    cfg = replace(cfg, autocast=resolve_autocast(cfg.autocast, model_cfg, use_cpu))  # fingerprinted as resolved: bf16 and fp32 differ
     name = recipe.name
     if model_cfg.adapter and not model_cfg.merge_adapter:
         raise ConfigError(f"{name} on top of an adapter needs model.merge_adapter=true (a fresh adapter is trained on the merged weights)")
@@ -180,9 +181,22 @@ def checkpointing_arg() -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
+def resolve_autocast(autocast: str, model_cfg: ModelConfig, use_cpu: bool | None) -> str:
+    """``auto`` -> bf16 on CUDA with bf16, none on CPU: on a CPU, autocast re-casts the fp32
+    weights at every op and was slower than plain fp32 even with AMX (bench/sft_throughput.py:
+    10.9 vs 7.6 s/step, full fine-tuning of the 135M model on a 2-core Xeon)."""
+    if autocast != "auto":
+        return autocast
+    import torch
+
+    if use_cpu is None:
+        use_cpu = not torch.cuda.is_available()
+    return "bf16" if not use_cpu and torch.cuda.is_bf16_supported() else "none"
+
+
 def trainer_kwargs(cfg: TrainConfig, checkpoints: Path, use_cpu: bool | None) -> dict:
-    """The TrainingArguments both TRL configs take from ours. bf16 only on CUDA with bf16
-    support; no reporting integrations."""
+    """The TrainingArguments both TRL configs take from ours (``cfg.autocast`` already resolved
+    by :func:`train`); no reporting integrations."""
     import torch
 
     if use_cpu is None:
@@ -204,7 +218,8 @@ def trainer_kwargs(cfg: TrainConfig, checkpoints: Path, use_cpu: bool | None) ->
         seed=cfg.seed,
         data_seed=cfg.seed,
         use_cpu=use_cpu,
-        bf16=bool(not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()),
+        bf16=cfg.autocast == "bf16",  # autocast only: the weights and optimizer state stay fp32
+        train_sampling_strategy=cfg.sampler,
         report_to=[],
         ddp_find_unused_parameters=False if cfg.use_lora else None,
     )
@@ -222,7 +237,7 @@ def load_for_training(model_cfg: ModelConfig, cfg: TrainConfig, args):
         model_cfg = replace(model_cfg, device=str(args.device))
     # fp32 master weights always: pure-bf16 weights lose small updates to rounding (measured on
     # a CPU with native bf16: a full fine-tune at lr 1e-4 went 2.01 -> 1.91 in 27 steps and
-    # learned no <safe> trigger). Half precision only as autocast (trainer_kwargs: bf16 on CUDA).
+    # learned no <safe> trigger). Half precision only as autocast (TrainConfig.autocast).
     loaded = load_model(replace(model_cfg, dtype="float32"), for_training=True)
     if not cfg.use_lora:
         return loaded, None
