@@ -49,10 +49,24 @@ class RunEval:
             return "self-audit"
         if e.system_prompt:
             return f"system prompt ({e.system_prompt})"
-        return {"base": "base", "sft": "SFT (ST-S)", "dpo": "DPO (ST-D)"}.get(spec, spec)
+        if spec == "sft":
+            return sft_method(self.cfg)
+        return {"base": "base", "dpo": "DPO (ST-D)"}.get(spec, spec)
 
     def plain(self) -> bool:
         return not (self.cfg.eval.self_audit or self.cfg.eval.system_prompt)
+
+
+def sft_method(cfg) -> str:
+    """The SFT variant a run's config trains (how build-sft assembled its risky targets)."""
+    s = cfg.sft_data
+    if s.risky_source == "generate":
+        what = f"SFT on pass ①, primer {cfg.primer.text!r}" if cfg.primer.text else "SFT on pass ①"
+    else:
+        what = {"block": "SFT (ST-S)", "in_think": "SFT, analysis in `<think>`", "none": "SFT, no `<safe>` block"}[s.safe_placement]
+        if s.think_source == "think_2":
+            what += ", think_2"
+    return what + (" + STAR-1" if s.star1 else "")
 
 
 def _eval_dir(run: Path) -> Path:
