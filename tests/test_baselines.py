@@ -159,6 +159,10 @@ def runs(tmp_path_factory, tiny_model_dir):
         out = {}
         for name in ("safepath", "no-trigger", "safe-in-think", "think2", "system-prompt"):
             out[name] = root / name
+            if name in ("safe-in-think", "think2"):  # the same self-generated rows, as the README says
+                out[name].mkdir()
+                for f in ("generate.jsonl", "trigger.jsonl"):
+                    shutil.copy(out["no-trigger"] / f, out[name] / f)
             _run(BASELINES / f"{name}.yaml", out[name], tiny_model_dir)
         out["self-audit"] = root / "self-audit"  # threshold 0: every response is flagged and regenerated
         _run(BASELINES / "self-audit.yaml", out["self-audit"], tiny_model_dir, "--probe.threshold", "0.0")
@@ -211,6 +215,9 @@ def test_trigger_variants_assemble_their_risky_targets(runs, name):
             assert p.safe is None and p.think.endswith(ANALYSIS) and p.think.startswith(gen[r["id"]]["think"])
         else:
             assert p.safe == ANALYSIS and p.think == trig[r["id"]]["think_2"]
+    if name != "no-trigger":  # pass ① and ② copied from no-trigger's run dir were reused, not redone
+        assert (runs[name] / "generate.jsonl").read_text() == (runs["no-trigger"] / "generate.jsonl").read_text()
+        assert (runs[name] / "trigger.jsonl").read_text() == (runs["no-trigger"] / "trigger.jsonl").read_text()
     for r, p in _targets(runs[name], False):  # general rows: pass ① unchanged
         assert p.safe is None and p.think == gen[r["id"]]["think"]
     assert (runs[name] / "sft" / "train_stats.json").is_file()
