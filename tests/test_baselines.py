@@ -303,6 +303,11 @@ def test_compare_refuses_other_eval_prompts(runs, tmp_path, capsys):
     assert "eval prompts of advbench differ" in err and "only in other" in err
 
 
+def test_compare_refuses_a_run_named_twice(runs, capsys):
+    assert main(["compare", str(runs["base"]), str(runs["base"])]) == 2
+    assert "named twice" in capsys.readouterr().err
+
+
 def test_compare_needs_an_evaluated_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty")]) == 2

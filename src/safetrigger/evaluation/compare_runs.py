@@ -307,6 +307,9 @@ def run_compare(run_dirs: list[str], out: str | None = None) -> dict:
     """Compare the runs (refusing incomparable ones); returns the paths written."""
     if len(run_dirs) < 1:
         raise ConfigError("compare needs at least one run dir")
+    resolved = [Path(p).resolve() for p in run_dirs]
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError("compare: a run dir is named twice; name each run dir once")
     runs = [load_run(p, n) for p, n in zip(run_dirs, run_names(run_dirs))]
     diff = differences(runs)
     if diff:

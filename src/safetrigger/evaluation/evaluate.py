@@ -21,6 +21,12 @@ rows; (5) the tables are rebuilt from the files: every rate with its n and 95% W
 category means with bootstrap intervals, and each model compared with ``base`` (ST-D also with
 ST-S) by exact McNemar tests on the same prompts (`evaluation.comparisons`).
 
+Inference-time baselines (configs/baselines/): ``eval.system_prompt`` adds a versioned prompt to
+every model's system prompt; ``eval.self_audit`` audits each response and regenerates the flagged
+ones with the analysis (`evaluation.self_audit`). Every generations row carries
+``generated_tokens`` (reasoning included, summed over all passes): the cost ``safetrigger
+compare`` reports.
+
 Answer policy (``no_answer`` / ``truncated_judged``) and metric definitions: `evaluation.metrics`.
 A model whose training stage has not run (``sft``/``dpo``) is skipped with a recorded note,
 unless it is the only model.
