@@ -223,6 +223,14 @@ def test_trigger_variants_assemble_their_risky_targets(runs, name):
     assert (runs[name] / "sft" / "train_stats.json").is_file()
 
 
+def test_an_eval_dir_is_never_mixed_with_and_without_the_self_audit(runs, tmp_path, tiny_model_dir, capsys):
+    run = _copy(runs["self-audit"], tmp_path / "sa")
+    argv = ["-q", "eval", str(BASELINES / "self-audit.yaml"), "--run_dir", str(run), "--model.name_or_path",
+            str(tiny_model_dir), *SMALL, "--eval.self_audit", "false"]
+    assert main(argv) == 2
+    assert "changed: self_audit" in capsys.readouterr().err
+
+
 def test_system_prompt_is_added_at_inference(runs):
     from safetrigger.prompts import load_prompt
 

@@ -166,6 +166,8 @@ def generate_jobs(cfg: RunConfig, edir: EvalDir, model: str, model_cfg: ModelCon
         from safetrigger.prompts import prompt_id
 
         settings["system_prompt"] = prompt_id(cfg.eval.system_prompt)
+    if cfg.eval.self_audit:  # the generations file holds the audited responses: never mix the two
+        settings["self_audit"] = True
     edir.store.begin_stage(stage, dataclasses.asdict(cfg), settings)
     raw = edir.store.stage(stage)
     done = raw.done_ids()
