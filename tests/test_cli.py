@@ -15,7 +15,7 @@ ROOT = Path(__file__).parent.parent
 
 def test_help_lists_the_subcommands():
     out = subprocess.run([sys.executable, "-m", "safetrigger", "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("run", "generate", "trigger", "build-sft", "sft", "activation", "config", "data", "model", "judge"):
+    for cmd in ("run", "generate", "trigger", "build-sft", "sft", "activation", "config", "data", "model", "judge", "compare"):
         assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
 
 

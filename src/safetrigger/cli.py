@@ -12,6 +12,7 @@
     safetrigger chat MODEL                               chat in the terminal (reasoning, <safe>, answer apart)
     safetrigger capability MODEL --tasks arc_easy,drop   lm-evaluation-harness tasks, scored on the final answer only
     safetrigger report RUN_DIR [--output PATH]           one self-contained HTML page about a run
+    safetrigger compare RUN_DIR... [--out DIR]           base, ST-S, ST-D and baselines of several runs in one table
 
 Problems the user can fix (bad config key, missing file, missing model, malformed data) end
 with one ``error:`` line and exit status 2.
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run dir written by `safetrigger run` (e.g. runs/demo)")
     p.add_argument("--output", help="where to write the page (default: RUN_DIR/report.html)")
     p.add_argument("--max-samples", type=int, default=2000, help="at most this many eval generations in the sample browser (default 2000)")
+
+    p = sub.add_parser("compare", help="Put the evaluated models of several run dirs (base, ST-S, ST-D, baselines) in one table and one page; refuses runs evaluated differently.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run dirs with a finished `safetrigger eval`")
+    p.add_argument("--out", help="output folder (default: <parent of the first run dir>/compare)")
 
     p = sub.add_parser("capability", help="General capability (ARC, WinoGrande, DROP, ...) with lm-evaluation-harness; reasoning stripped before scoring.")
     _model_args(p)
@@ -217,6 +222,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from safetrigger.evaluation.compare_runs import run_compare
+
+    paths = run_compare(args.run_dirs, args.out)
+    print(f"results: {paths['md']}")
+    print(f"report: {paths['html']}")
+    return 0
+
+
 def cmd_config(args) -> int:
     import dataclasses
 
@@ -317,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_stage(args.command, args)
         return {"run": cmd_run, "config": cmd_config, "data": cmd_data, "model": cmd_model, "judge": cmd_judge,
                 "serve": cmd_serve, "chat": cmd_chat, "probe": cmd_probe,
-                "capability": cmd_capability, "report": cmd_report}[args.command](args)
+                "capability": cmd_capability, "report": cmd_report, "compare": cmd_compare}[args.command](args)
     except SafeTriggerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

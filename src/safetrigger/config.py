@@ -94,6 +94,14 @@ class DataConfig:
 
 
 @dataclass
+class PrimerConfig:
+    """Pass ① with a prefilled reasoning opener on some categories (the SafePath baseline)."""
+
+    text: str | None = opt(None, "Text prefilled right after <think> for queries of `categories` (SafePath: \"Let's think about safety first\"); the model writes the rest of its reasoning. None = off.")
+    categories: list[str] = opt(help="Query categories whose pass-① reasoning starts with `text`.", factory=lambda: ["harmful", "jailbreak"])
+
+
+@dataclass
 class JudgeConfig:
     """The safety/refusal judge used to filter and score answers."""
 
@@ -137,6 +145,10 @@ class SftDataConfig:
     general_judge: str | None = opt(None, "Refusal judge id (e.g. refusal-minilm) that must see a general row's answer_1 as an answer: rows it calls a refusal or off-topic are dropped (general_refused), so SFT does not teach refusing everyday requests. None = no check.")
     include_system_prompt: bool = opt(True, "Put the system prompt pass ① used into each example's messages (training prompt = inference prompt).")
     length_unit: str = opt("tokens", "Unit of the length stats: tokens (the model's tokenizer; characters if it cannot be loaded) or chars.")
+    safe_placement: str = opt("block", "Where risky targets carry pass ②'s analysis: block (its own <safe> block after </think>, Safe Trigger), in_think (appended at the end of the reasoning inside <think>), none (think + answer_2 only: STAR-1-style).")
+    risky_source: str = opt("trigger", "Where risky targets come from: trigger (pass ②: analysis + answer_2) or generate (pass ①'s own think_1 + answer_1, as general rows; no trigger stage needed: the SafePath baseline with `primer`).")
+    star1: str | None = opt(None, "Also train on STAR-1 rows (hub id UCSC-VLAA/STAR-1 or a local jsonl/json/parquet/csv file in its schema: question, response = <think>…</think> answer); None = off.")
+    star1_limit: int = opt(0, "At most this many STAR-1 rows (0 = all).")
 
 
 @dataclass
@@ -223,6 +235,8 @@ class EvalConfig:
     entropy_batch_size: int = opt(8, "Responses per entropy forward batch.")
     strict_think: bool = opt(True, "A response whose reasoning the model did not close itself (budget hit, turn ended inside <think>) has no answer (no_answer), as `safetrigger capability`; false judges the answer written after the forced close.")
     judge_truncated: bool = opt(True, "Judge answers cut by max_new_tokens on what was written (policy truncated_judged); false counts them as no_answer.")
+    system_prompt: str | None = opt(None, "Versioned prompt under prompts/ (e.g. safety/system_prompt_v1) added to every eval model's system prompt (the system-prompt baseline); None = off.")
+    self_audit: bool = opt(False, "Inference-time two-pass (the self-audit baseline): each response's query + reasoning are audited with probe.prompt (P(yes) >= probe.threshold flags it); a flagged response is regenerated with pass ②'s analysis (trigger settings, one attempt) and its answer replaces the first one. Tokens of every pass are counted.")
     output_subdir: str = opt("eval", "Subdirectory of run_dir for generations, verdicts and results.")
 
 
@@ -251,6 +265,7 @@ class RunConfig:
     model: ModelConfig = opt(help="The model being made safer.", factory=ModelConfig)
     generation: GenerationConfig = opt(help="Sampling settings.", factory=GenerationConfig)
     data: DataConfig = opt(help="Query pools.", factory=DataConfig)
+    primer: PrimerConfig = opt(help="Pass ① reasoning opener on risky categories (SafePath baseline; off by default).", factory=PrimerConfig)
     judge: JudgeConfig = opt(help="Safety judge.", factory=JudgeConfig)
     trigger: TriggerConfig = opt(help="Pass ②: the <safe> analysis of risky queries.", factory=TriggerConfig)
     sft_data: SftDataConfig = opt(help="Assembly and filters of the stage-1 SFT set.", factory=SftDataConfig)
@@ -381,21 +396,42 @@ def _merge(base: dict, over: dict, cls: type | None = None) -> dict:
     return out
 
 
+EXTENDS = "extends"
+"""Top-level key naming a parent config (path relative to the file): the file is merged on top of it."""
+
+
+def read_config_file(p: Path, cls: type = RunConfig, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML config as a dict, its ``extends`` chain resolved: the parent's keys first, this
+    file's merged on top (sections key by key, mapping-valued fields replaced whole, as for
+    CLI overrides)."""
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (see configs/ for examples)")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping at top level")
+    parent = data.pop(EXTENDS, None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"config file {p}: '{EXTENDS}' must be the path of another config file, got {parent!r}")
+    ppath = (p.parent / parent).resolve()
+    if ppath in _seen or ppath == p.resolve():
+        raise ConfigError(f"config file {p}: '{EXTENDS}: {parent}' makes a cycle ({' -> '.join(map(str, _seen + (ppath,)))})")
+    if not ppath.is_file():
+        raise ConfigError(f"config file {p}: '{EXTENDS}: {parent}' not found (looked for {ppath}; the path is relative to {p.parent})")
+    return _merge(read_config_file(ppath, cls, _seen + (p.resolve(),)), data, cls)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = RunConfig,
                 sections: tuple[str, ...] | None = None) -> Any:
     """Load ``cls`` from a YAML file (optional) with dotted CLI overrides applied on top.
     ``sections``: read only these top-level keys of the file (a recipe reading a run YAML)."""
     data: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p} (see configs/ for examples)")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping at top level")
+        data = read_config_file(Path(path), cls)
         if sections is not None:
             data = {k: v for k, v in data.items() if k in sections}
     data = _merge(data, parse_overrides(overrides or []), cls)

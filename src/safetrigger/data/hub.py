@@ -146,3 +146,40 @@ def load_wildjailbreak(source: str | os.PathLike = "allenai/wildjailbreak", *, s
 def _is_false(v: Any) -> bool:
     """Safety flags arrive as bools (json/parquet) or strings (csv)."""
     return v is False or (isinstance(v, str) and v.strip().lower() in ("false", "0"))
+
+
+STAR1 = "UCSC-VLAA/STAR-1"
+
+
+def load_star1(source: str | os.PathLike = STAR1, *, limit: int | None = None,
+               cache_dir: str | None = None) -> list[dict[str, Any]]:
+    """SFT rows of STAR-1 (1K deliberative safety-reasoning examples, Apache-2.0): each row's
+    ``question`` and ``response`` (``<think>reasoning</think> answer``), split into
+    ``{"id", "query", "think", "answer", "category", "source"}``. Rows whose response does not
+    parse into closed reasoning + a non-empty answer are skipped; ids are content hashes
+    (``star1-<sha1[:12]>`` of the question), repeated questions collapse to one row."""
+    from safetrigger.response_format import ERROR_ISSUES, parse
+
+    ds = open_dataset(source, cache_dir=cache_dir)
+    _require_columns(ds, str(source), ["question", "response"])
+    out, seen, bad = [], set(), 0
+    for row in ds:
+        q, resp = row["question"], row["response"]
+        if not isinstance(q, str) or not q.strip() or not isinstance(resp, str):
+            bad += 1
+            continue
+        p = parse(resp)
+        if not p.think_closed or not p.answer or set(p.issues) & ERROR_ISSUES or p.safe is not None:
+            bad += 1
+            continue
+        qid = f"star1-{hashlib.sha1(q.strip().encode('utf-8')).hexdigest()[:12]}"
+        if qid in seen:
+            continue
+        seen.add(qid)
+        out.append({"id": qid, "query": q.strip(), "think": p.think, "answer": p.answer,
+                    "category": str(row.get("category") or ""), "source": "star1"})
+        if limit is not None and len(out) >= limit:
+            break
+    if not out:
+        raise DataError(f"{source}: no usable STAR-1 rows ({bad} without a closed <think> block and an answer)")
+    return out

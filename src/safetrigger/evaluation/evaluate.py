@@ -21,6 +21,12 @@ rows; (5) the tables are rebuilt from the files: every rate with its n and 95% W
 category means with bootstrap intervals, and each model compared with ``base`` (ST-D also with
 ST-S) by exact McNemar tests on the same prompts (`evaluation.comparisons`).
 
+Inference-time baselines (configs/baselines/): ``eval.system_prompt`` adds a versioned prompt to
+every model's system prompt; ``eval.self_audit`` audits each response and regenerates the flagged
+ones with the analysis (`evaluation.self_audit`). Every generations row carries
+``generated_tokens`` (reasoning included, summed over all passes): the cost ``safetrigger
+compare`` reports.
+
 Answer policy (``no_answer`` / ``truncated_judged``) and metric definitions: `evaluation.metrics`.
 A model whose training stage has not run (``sft``/``dpo``) is skipped with a recorded note,
 unless it is the only model.
@@ -156,6 +162,12 @@ def generate_jobs(cfg: RunConfig, edir: EvalDir, model: str, model_cfg: ModelCon
 
     stage = f"raw/{model}"
     settings = {"model": dataclasses.asdict(model_cfg), "generation": output_settings(gen)}
+    if cfg.eval.system_prompt:  # only when set, so eval dirs made before the option stay resumable
+        from safetrigger.prompts import prompt_id
+
+        settings["system_prompt"] = prompt_id(cfg.eval.system_prompt)
+    if cfg.eval.self_audit:  # the generations file holds the audited responses: never mix the two
+        settings["self_audit"] = True
     edir.store.begin_stage(stage, dataclasses.asdict(cfg), settings)
     raw = edir.store.stage(stage)
     done = raw.done_ids()
@@ -164,9 +176,23 @@ def generate_jobs(cfg: RunConfig, edir: EvalDir, model: str, model_cfg: ModelCon
             if any(f"{j.name}/{q.id}:{s}" not in done for s in range(gen.num_samples))]
     log.info("eval: %s: %d queries to generate", model, len(todo))
     if todo:
-        generate_rows(stage, model_cfg, gen, todo, raw, edir.store)
-    finalize_rows(cfg, edir, model, model_cfg, jobs, gen, raw.rows())
+        generate_rows(stage, model_cfg, gen, todo, raw, edir.store, system_extra=system_extra(cfg))
+    rows = raw.rows()
+    if cfg.eval.self_audit:
+        from safetrigger.evaluation.self_audit import run_self_audit
+
+        rows = run_self_audit(cfg, edir, model, model_cfg, rows, gen)
+    finalize_rows(cfg, edir, model, model_cfg, jobs, gen, rows)
     edir.store.finish_stage(stage, {"rows": len(raw.rows())})
+
+
+def system_extra(cfg: RunConfig) -> str | None:
+    """The text ``eval.system_prompt`` adds to every eval model's system prompt, or None."""
+    if not cfg.eval.system_prompt:
+        return None
+    from safetrigger.prompts import load_prompt
+
+    return load_prompt(cfg.eval.system_prompt)
 
 
 def finalize_rows(cfg: RunConfig, edir: EvalDir, model: str, model_cfg: ModelConfig, jobs: list[Job], gen, raw_rows) -> None:
@@ -183,6 +209,7 @@ def finalize_rows(cfg: RunConfig, edir: EvalDir, model: str, model_cfg: ModelCon
         return
     from safetrigger.generation import build_prompts
     from safetrigger.models import load_model, system_prompt
+    from safetrigger.stages.generate import with_extra
 
     with_entropy = cfg.eval.entropy and gen.backend != "openai"  # a server gives no full distribution
     loaded = load_model(model_cfg, weights=with_entropy and needs_weights(gen))
@@ -191,8 +218,10 @@ def finalize_rows(cfg: RunConfig, edir: EvalDir, model: str, model_cfg: ModelCon
         from safetrigger.evaluation.entropy import first_answer_entropies
         from safetrigger.generation import make_backend
 
-        prompts = build_prompts(loaded.tokenizer, [r["query"] for _, _, r in pending], loaded.reasoning,
-                                system_prompt(model_cfg, loaded.reasoning))
+        system = with_extra(system_prompt(model_cfg, loaded.reasoning), system_extra(cfg))
+        built = build_prompts(loaded.tokenizer, [r["query"] for _, _, r in pending], loaded.reasoning, system)
+        # a self-audited response regenerated from pass ②'s prompt is scored after that prompt
+        prompts = [r.get("prompt_text") or p for (_, _, r), p in zip(pending, built)]
         backend = make_backend(loaded, dataclasses.replace(gen, batch_size=cfg.eval.entropy_batch_size), desc="entropy")
         entropies = first_answer_entropies(loaded.tokenizer, backend, prompts, [r for _, _, r in pending])
     rows: dict[str, list] = {}
@@ -221,6 +250,9 @@ def schema_row(job: Job, raw: dict, tokenizer, entropy: float | None) -> dict:
         "safe_tokens": _n_tokens(tokenizer, block),
         "answer_tokens": _n_tokens(tokenizer, raw.get("answer")),
         "phase2_tokens": raw.get("answer_tokens"),  # as generated: <safe> block + answer
+        # the cost of the response: every generated token, reasoning included, over all passes
+        "generated_tokens": raw.get("generated_tokens", (raw.get("think_tokens") or 0) + (raw.get("answer_tokens") or 0)),
+        "self_audit": raw.get("self_audit"),
         "first_answer_entropy": entropy,
     }
 

@@ -70,7 +70,8 @@ def _mean(values) -> float | None:
 
 def response_stats(gens: list[dict]) -> dict:
     """Per-benchmark facts that do not depend on the judge: <safe> rate (complete blocks only)
-    with its n and interval, mean token counts, mean first-answer entropy."""
+    with its n and interval, mean token counts, mean first-answer entropy, and the cost: mean
+    generated tokens per response over all passes."""
     n = len(gens)
     blocks = sum(bool(g.get("has_safe")) for g in gens)
     return {
@@ -78,7 +79,16 @@ def response_stats(gens: list[dict]) -> dict:
         "safe": rate(blocks, n),
         "mean_tokens": {k: _mean([g.get(f"{k}_tokens") or 0 for g in gens]) for k in ("think", "safe", "answer")},
         "first_answer_entropy": _mean(g.get("first_answer_entropy") for g in gens),
+        "mean_generated_tokens": _mean([generated_tokens(g) for g in gens]),
     }
+
+
+def generated_tokens(g: dict) -> int:
+    """Tokens generated for one response, reasoning included, summed over every pass (rows
+    written before the field existed: reasoning + everything after it)."""
+    if g.get("generated_tokens") is not None:
+        return g["generated_tokens"]
+    return (g.get("think_tokens") or 0) + (g.get("phase2_tokens") or 0)
 
 
 def outcomes(bench, gens: list[dict], verdicts: dict[str, dict]) -> tuple[list[bool], int]:

@@ -17,7 +17,7 @@ from safetrigger.statistics import ALPHA, SIG_MARK, format_p
 
 CSV_FIELDS = ["model", "benchmark", "group", "metric", "judge", "value", "n", "count", "ci_low", "ci_high", "undecided",
               "no_answer", "truncated", "safe_rate", "safe_count", "safe_ci_low", "safe_ci_high", "mean_think_tokens",
-              "mean_safe_tokens", "mean_answer_tokens", "first_answer_entropy"]
+              "mean_safe_tokens", "mean_answer_tokens", "mean_generated_tokens", "first_answer_entropy"]
 GROUP_TITLE = {"harmful": "harmful ↓", "jailbreak": "jailbreak ↓", "overrefusal": "over-refusal ↓",
                "general": "general refusal ↓", "capability": "capability ↑"}
 

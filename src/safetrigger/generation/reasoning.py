@@ -76,14 +76,21 @@ def generate_responses(
     gen: GenerationConfig,
     reasoning: str,
     num_samples: int | None = None,
+    think_prefixes: list[str] | None = None,
 ) -> list[list[Response]]:
     """Two-phase generation for already-rendered prompts (which end with ``<think>\\n``
-    unless ``reasoning == 'off'``). Returns ``num_samples`` responses per prompt."""
+    unless ``reasoning == 'off'``). Returns ``num_samples`` responses per prompt.
+
+    ``think_prefixes``: per prompt, text prefilled at the start of the reasoning ("" = none);
+    the model continues it, and the stored reasoning is prefix + continuation (token counts are
+    of the generated part only)."""
     n = num_samples or gen.num_samples
     if reasoning == "off":
         outs = backend.complete(prompts, sampling(gen, gen.max_new_tokens, list(gen.stop)), n)
         return [[_assemble(i, s, None, c) for s, c in enumerate(row)] for i, row in enumerate(outs)]
 
+    pre = think_prefixes or [""] * len(prompts)
+    prompts = [p + x for p, x in zip(prompts, pre)]
     phase1 = backend.complete(prompts, sampling(gen, gen.thinking_budget, [THINK_CLOSE]), n)
     flat = [(i, s, c) for i, row in enumerate(phase1) for s, c in enumerate(row)]
     # Each sample continues from its own reasoning, so phase 2 runs one row per sample.
@@ -91,12 +98,12 @@ def generate_responses(
     phase2 = backend.complete(cont, sampling(gen, gen.max_new_tokens, list(gen.stop)), 1)
     out: list[list[Response]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
     for (i, s, think), (answer,) in zip(flat, phase2):
-        out[i][s] = _assemble(i, s, think, answer)
+        out[i][s] = _assemble(i, s, think, answer, pre[i])
     return out
 
 
-def _assemble(i: int, s: int, think, answer) -> Response:
-    think_text = think.text.strip() if think is not None else None
+def _assemble(i: int, s: int, think, answer, prefix: str = "") -> Response:
+    think_text = (prefix + think.text).strip() if think is not None else None
     text = (render(think_text, "") + answer.text.strip()) if think is not None else answer.text.strip()
     parsed = parse(text)
     return Response(

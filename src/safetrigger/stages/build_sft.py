@@ -6,6 +6,14 @@ Targets (assistant turn, canonical :func:`~safetrigger.response_format.render` f
 * risky rows (``trigger.categories``) → ``<think>think_1</think> <safe>…</safe> answer_2``
   (``sft_data.think_source: think_2`` takes pass ②'s reasoning instead).
 
+Baselines and controls (configs/baselines/) change only the risky targets:
+``sft_data.safe_placement: in_think`` puts the same analysis at the end of the reasoning
+(``<think>think_1\n\nanalysis</think> answer_2``), ``none`` leaves it out (``<think>think_1</think>
+answer_2``, STAR-1-style); ``sft_data.risky_source: generate`` takes pass ①'s own ``think_1 +
+answer_1`` and filters it as a general row (SafePath, with the ``primer`` opener in think_1).
+``sft_data.star1`` appends STAR-1 rows (outside the per-category accounting; counted in
+``star1``).
+
 Every ``generate.jsonl`` row ends up either in ``sft.jsonl`` or dropped with exactly one reason
 (the first that applies, in the order below); ``kept + dropped == generated`` per category is
 checked in code and reported in ``build_sft.stats.json``. Dropped ids and reasons are listed in
@@ -70,6 +78,9 @@ SOURCE_STAGE = "generate"
 OUTPUT = "sft.jsonl"
 DROPPED = "sft_dropped.jsonl"
 THINK_SOURCES = ("think_1", "think_2")
+SAFE_PLACEMENTS = ("block", "in_think", "none")
+RISKY_SOURCES = ("trigger", "generate")
+STAR1_CATEGORY = "star1"
 
 # Drop reasons, in the order they are checked.
 GENERAL_HAS_SAFE = "general_has_safe"
@@ -94,6 +105,11 @@ def sft_settings(cfg) -> SftDataConfig:
     s = cfg.sft_data
     if s.think_source not in THINK_SOURCES:
         raise ConfigError(f"sft_data.think_source must be one of {', '.join(THINK_SOURCES)}, got {s.think_source!r}")
+    for key, allowed in (("safe_placement", SAFE_PLACEMENTS), ("risky_source", RISKY_SOURCES)):
+        if getattr(s, key) not in allowed:
+            raise ConfigError(f"sft_data.{key} must be one of {', '.join(allowed)}, got {getattr(s, key)!r}")
+    if s.star1_limit < 0:
+        raise ConfigError(f"sft_data.star1_limit must be 0 (all) or more, got {s.star1_limit}")
     if s.length_unit not in ("tokens", "chars"):
         raise ConfigError(f"sft_data.length_unit must be tokens or chars, got {s.length_unit!r}")
     return s
@@ -124,6 +140,8 @@ def assemble(row: dict, trig: dict | None, risky: bool, opts: SftDataConfig) -> 
 
     ``info`` says what was kept despite a caveat (``think_truncated``, ``unjudged``)."""
     info: dict = {}
+    if risky and opts.risky_source == "generate":
+        risky = False  # pass ①'s own think_1 + answer_1, filtered as a general row (SafePath)
     if not risky:
         response = row.get("response") or ""
         if SAFE_OPEN in response or SAFE_CLOSE in response:
@@ -164,10 +182,31 @@ def assemble(row: dict, trig: dict | None, risky: bool, opts: SftDataConfig) -> 
             return None, JUDGE_UNSAFE, info
         elif v.get("unsafe") is not False:
             return None, JUDGE_UNDECIDED, info
-    target = render(think, answer, safe if risky else None)
-    if not _roundtrip_ok(target, think, answer, safe if risky else None):
+    think, block = place_safe(think, safe if risky else None, opts.safe_placement)
+    target = render(think, answer, block)
+    if not _roundtrip_ok(target, think, answer, block):
         return None, TARGET_MALFORMED, info
     return target, None, info
+
+
+def place_safe(think: str | None, safe: str | None, placement: str) -> tuple[str | None, str | None]:
+    """(reasoning, <safe> block) of a target under ``sft_data.safe_placement``: the block as it
+    is, the same analysis appended to the reasoning inside <think> (``in_think``), or dropped
+    (``none``: think + answer_2, the STAR-1-style control)."""
+    if safe is None or placement == "block":
+        return think, safe
+    if placement == "in_think":
+        return "\n\n".join(t for t in ((think or "").strip(), safe.strip()) if t), None
+    return think, None
+
+
+def star1_rows(opts: SftDataConfig, system: str | None) -> list[dict]:
+    """SFT rows from STAR-1 (``sft_data.star1``), each target ``<think>…</think> answer``."""
+    from safetrigger.data.hub import load_star1
+
+    rows = load_star1(opts.star1, limit=opts.star1_limit or None)
+    return [{"id": r["id"], "query_id": r["id"], "category": STAR1_CATEGORY, "source": r["source"],
+             "messages": messages_for(r["query"], render(r["think"], r["answer"]), system)} for r in rows]
 
 
 def messages_for(query: str, target: str, system: str | None) -> list[dict]:
@@ -296,6 +335,11 @@ def run_build_sft(cfg, store: RunStore, *, tokenizer=None, general_judge=None) -
     if len(kept_rows) + len(dropped_rows) != len(generated):
         raise RuntimeError(f"{STAGE}: {len(kept_rows)} kept + {len(dropped_rows)} dropped != {len(generated)} generated")
 
+    n_star1 = 0
+    if opts.star1:  # outside the accounting above: these rows were never generated here
+        extra = star1_rows(opts, system)
+        kept_rows += extra
+        n_star1 = len(extra)
     store.dir.mkdir(parents=True, exist_ok=True)
     write_jsonl(store.dir / OUTPUT, kept_rows)
     write_jsonl(store.dir / DROPPED, dropped_rows)
@@ -303,6 +347,8 @@ def run_build_sft(cfg, store: RunStore, *, tokenizer=None, general_judge=None) -
     stats = _stats(kept_rows, generated, trig_rows, risky_cats, accounting, dropped, caveats, orphans, tokenizer, unit, system, opts)
     if opts.general_judge:
         stats["general_judge"] = {"judge": general_judge.identity, "labels": dict(general_verdicts.most_common())}
+    if opts.star1:
+        stats["star1"] = {"source": opts.star1, "rows": n_star1}
     truncated = sum(c.get("think_truncated_kept", 0) for c in caveats.values())
     if kept_rows and truncated / len(kept_rows) > 0.2:
         log.warning("%s: %d of %d kept targets have budget-cut reasoning: raise generation.thinking_budget "

@@ -25,10 +25,22 @@ def sample_id(query_id: str, sample: int) -> str:
 def run_generate(cfg: RunConfig, store: RunStore) -> dict:
     from safetrigger.data import draw_pool
 
-    return generate_stage(STAGE, cfg, cfg.model, draw_pool(cfg.data.pool, cfg.data.seed, cfg.data.max_query_chars), store, {"data": asdict(cfg.data)})
+    settings = {"data": asdict(cfg.data)}
+    if cfg.primer.text:  # only when set, so run dirs made before the option stay resumable
+        settings["primer"] = asdict(cfg.primer)
+    queries = draw_pool(cfg.data.pool, cfg.data.seed, cfg.data.max_query_chars)
+    return generate_stage(STAGE, cfg, cfg.model, queries, store, settings, primer=cfg.primer)
 
 
-def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunStore, extra_settings: dict, summarize=None) -> dict:
+def think_prefixes(queries, primer) -> list[str] | None:
+    """Per query, the reasoning opener ``primer`` prefills (SafePath), or None when off."""
+    if primer is None or not primer.text:
+        return None
+    return [primer.text if q.category in primer.categories else "" for q in queries]
+
+
+def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunStore, extra_settings: dict, summarize=None,
+                   primer=None) -> dict:
     """Generate responses of ``model_cfg`` for ``queries`` into ``<stage>.jsonl`` (resumable).
     ``summarize(stats) -> dict`` adds stage-specific figures to the stats before they are written."""
     from safetrigger.generation import output_settings
@@ -45,7 +57,7 @@ def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunSto
     todo = [q for q in queries if any(sample_id(q.id, s) not in done for s in range(gen.num_samples))]
     log.info("%s: %d queries, %d already done, %d to generate", stage, len(queries), len(queries) - len(todo), len(todo))
     if todo:
-        generate_rows(stage, model_cfg, gen, todo, out, store)
+        generate_rows(stage, model_cfg, gen, todo, out, store, primer=primer)
     stats = generation_stats(out.rows())
     if summarize is not None:
         stats.update(summarize(stats))
@@ -53,20 +65,22 @@ def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunSto
     return stats
 
 
-def generate_rows(stage: str, model_cfg, gen, queries, out, store: RunStore) -> None:
-    """Generate for ``queries`` in chunks of ``save_every``, appending each chunk as it lands."""
+def generate_rows(stage: str, model_cfg, gen, queries, out, store: RunStore, *, primer=None, system_extra: str | None = None) -> None:
+    """Generate for ``queries`` in chunks of ``save_every``, appending each chunk as it lands.
+    ``primer``: a PrimerConfig whose text opens the reasoning of its categories' queries;
+    ``system_extra``: text added after the model's system prompt (the system-prompt baseline)."""
     from safetrigger.generation import build_prompts, generate_responses, make_backend, needs_weights
     from safetrigger.models import load_model, system_prompt
 
     loaded = load_model(model_cfg, weights=needs_weights(gen))  # a server backend only needs the tokenizer
     backend = make_backend(loaded, gen, desc=stage)
-    system = system_prompt(model_cfg, loaded.reasoning)
+    system = with_extra(system_prompt(model_cfg, loaded.reasoning), system_extra)
     store.update_stage(stage, model=loaded.identity, backend=backend.identity(), system_prompt=system)
     done = out.done_ids()
     for start in range(0, len(queries), gen.save_every):
         chunk = queries[start : start + gen.save_every]
         prompts = build_prompts(loaded.tokenizer, [q.text for q in chunk], loaded.reasoning, system)
-        responses = generate_responses(backend, prompts, gen, loaded.reasoning)
+        responses = generate_responses(backend, prompts, gen, loaded.reasoning, think_prefixes=think_prefixes(chunk, primer))
         rows = []
         for q, per_query in zip(chunk, responses):
             for r in per_query:
@@ -78,3 +92,8 @@ def generate_rows(stage: str, model_cfg, gen, queries, out, store: RunStore) -> 
                 rows.append(row)
         out.append(rows)
         log.info("%s: wrote %d rows (%d/%d queries)", stage, len(rows), start + len(chunk), len(queries))
+
+
+def with_extra(system: str | None, extra: str | None) -> str | None:
+    """``system`` with ``extra`` after it (a blank line between), either may be absent."""
+    return "\n\n".join(t for t in (system, extra) if t) or None
