@@ -5,6 +5,7 @@
     safetrigger eval CONFIG                              models x benchmarks x judges -> <run_dir>/eval/results.md
     safetrigger probe CONFIG [--model NAME]              latent safety awareness of one eval model -> probe.json
     safetrigger config CONFIG [--explain]                the resolved config / every field with its help
+    safetrigger plan CONFIG [--hardware 8xH100-80GB]     resolution, tokens, device-hours, memory, disk, commands (offline)
     safetrigger data list | show NAME                    the bundled query sets
     safetrigger model prepare [CONFIG]                   convert + cache the model (the embedded one by default)
     safetrigger judge accuracy                           the offline refusal judge against human labels
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="Print the resolved config (YAML), or every field with its help.")
     p.add_argument("--explain", action="store_true", help="list every field, its default and what it means")
+    _config_args(p)
+
+    p = sub.add_parser("plan", help="Before renting GPUs: does the config resolve (models, datasets, judges), and what will each stage cost (tokens, device-hours, memory, disk), with which commands? Offline, downloads nothing.")
+    p.add_argument("--hardware", default="8xH100-80GB", help="COUNTxDEVICE, e.g. 8xH100-80GB, 4xA100-80GB, 1xcpu-2core-xeon-amx (default 8xH100-80GB)")
+    p.add_argument("--run-dir", dest="from_run", help="a pilot run dir of this recipe: its measured lengths, attempts and kept shares replace the budget upper bounds")
+    p.add_argument("--json", action="store_true", help="the whole plan as JSON")
+    p.add_argument("--offline", action="store_true", help="do not ask the hub whether missing items exist (HF_HUB_OFFLINE does the same)")
     _config_args(p)
 
     p = sub.add_parser("data", help="Inspect the bundled query sets.")
@@ -231,6 +239,15 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from safetrigger.plan import make_plan
+    from safetrigger.plan.render import render
+
+    plan = make_plan(_load(args), args.config or "(defaults)", args.hardware, run_dir=args.from_run, probe=not args.offline)
+    print(json.dumps(plan, indent=2, default=str) if args.json else render(plan), end="" if not args.json else "\n")
+    return 0
+
+
 def cmd_data(args) -> int:
     from safetrigger import data
 
@@ -294,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    head, overrides = split_overrides(argv, keep=("model",) if command == "probe" else ())
+    keep = {"probe": ("model",), "plan": ("run_dir",)}.get(command, ())  # the command's own flags, not config fields
+    head, overrides = split_overrides(argv, keep=keep)
     args = parser.parse_args(head)
     args.overrides = overrides
     # SAFETRIGGER_QUIET=1 is -q from the environment (CI logs); either one silences every bar.
@@ -316,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in STAGES:
             return cmd_stage(args.command, args)
         return {"run": cmd_run, "config": cmd_config, "data": cmd_data, "model": cmd_model, "judge": cmd_judge,
-                "serve": cmd_serve, "chat": cmd_chat, "probe": cmd_probe,
+                "serve": cmd_serve, "chat": cmd_chat, "probe": cmd_probe, "plan": cmd_plan,
                 "capability": cmd_capability, "report": cmd_report}[args.command](args)
     except SafeTriggerError as e:
         print(f"error: {e}", file=sys.stderr)
