@@ -59,9 +59,14 @@ class StageCost:
         return self.prefill_h + self.decode_h + self.train_h
 
     def to_dict(self) -> dict:
-        return {"stage": self.stage, "model": self.model, "kind": self.kind, "prefill_h": round(self.prefill_h, 4),
-                "decode_h": round(self.decode_h, 4), "train_h": round(self.train_h, 4),
-                "device_hours": round(self.device_hours, 4), "batch": self.batch, "note": self.note}
+        return {"stage": self.stage, "model": self.model, "kind": self.kind, "prefill_h": _sig(self.prefill_h),
+                "decode_h": _sig(self.decode_h), "train_h": _sig(self.train_h),
+                "device_hours": _sig(self.device_hours), "batch": self.batch, "note": self.note}
+
+
+def _sig(x: float) -> float:
+    """Six significant digits: small stages (seconds) keep their value in the JSON."""
+    return float(f"{x:.6g}")
 
 
 def sustained_batch(arch: Architecture, hw: Hardware, tp: int, mem_util: float, context: float) -> int:
