@@ -2,6 +2,7 @@
 
     safetrigger run CONFIG [--section.key VALUE ...]     every stage in config.stages, skipping finished ones
     safetrigger <stage> CONFIG [--section.key VALUE ...] one stage (see `safetrigger --help`)
+    safetrigger <stage> CONFIG --shard I/N               share I of N of a generation stage's rows (then once without: merge)
     safetrigger eval CONFIG                              models x benchmarks x judges -> <run_dir>/eval/results.md
     safetrigger probe CONFIG [--model NAME]              latent safety awareness of one eval model -> probe.json
     safetrigger config CONFIG [--explain]                the resolved config / every field with its help
@@ -55,7 +56,7 @@ def split_overrides(argv: list[str], keep: tuple[str, ...] = ()) -> tuple[list[s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from safetrigger.stages import STAGE_HELP
+    from safetrigger.stages import SHARDABLE, STAGE_HELP
 
     parser = argparse.ArgumentParser(prog="safetrigger", description="Safe Trigger: an adaptive, explicit <safe> analysis for reasoning models.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only (for CI logs)")
@@ -65,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="Run every stage listed in config.stages, skipping finished ones.")
     _config_args(p)
     for name, text in STAGE_HELP.items():
-        _config_args(sub.add_parser(name, help=text))
+        ps = sub.add_parser(name, help=text)
+        if name in SHARDABLE:
+            ps.add_argument("--shard", metavar="I/N", help="do share I of N of the pending rows (split by a stable hash of their id) "
+                            "into <stage>.shard-I-of-N.jsonl; N such processes share the work, then one run without --shard merges")
+        _config_args(ps)
 
     p = sub.add_parser("probe", help="Latent safety awareness: the model audits its own reasoning on attacks that succeeded in eval (RISR, false alarms, AUROC).")
     p.add_argument("--model", help="name in eval.models to probe (default: probe.model)")
@@ -152,11 +157,14 @@ def cmd_stage(name: str, args) -> int:
     from safetrigger.runstore import RunStore
     from safetrigger.stages import STAGES
 
+    from safetrigger.runstore import Shard
+
     cfg = _load(args)
     if args.quiet:
         cfg.generation.progress = False
-    stats = STAGES[name](cfg, RunStore(cfg.run_dir))
-    print(json.dumps({"stage": name, "run_dir": cfg.run_dir, "rows": stats.get("rows")}))
+    shard = Shard.parse(getattr(args, "shard", None))
+    stats = STAGES[name](cfg, RunStore(cfg.run_dir, shard=shard))
+    print(json.dumps({"stage": name, "run_dir": cfg.run_dir, "rows": stats.get("rows"), **({"shard": shard.label} if shard else {})}))
     _print_results(stats)
     return 0
 
@@ -307,10 +315,26 @@ def cmd_capability(args) -> int:
     return 0
 
 
+def _flag_first(argv: list[str], flag: str) -> list[str]:
+    """Move ``flag VALUE`` / ``flag=VALUE`` to the front of the command's own arguments (right after
+    the command), so that it is not read as a config override wherever the user put it."""
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            pair, rest = argv[i : i + 2], argv[:i] + argv[i + 2 :]
+        elif a.startswith(flag + "="):
+            pair, rest = [a], argv[:i] + argv[i + 1 :]
+        else:
+            continue
+        at = next((j for j, x in enumerate(rest) if not x.startswith("-")), len(rest)) + 1
+        return rest[:at] + pair + rest[at:]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    argv = _flag_first(argv, "--shard")  # allowed anywhere, also after the config overrides
     keep = {"probe": ("model",), "plan": ("run_dir",)}.get(command, ())  # the command's own flags, not config fields
     head, overrides = split_overrides(argv, keep=keep)
     args = parser.parse_args(head)
