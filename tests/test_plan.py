@@ -43,11 +43,11 @@ def test_golden_numbers_small_config(tmp_path):
     # prefill: 2 N x 104 / (312e12 x 0.5) s
     assert gen["prefill_h"] * 3600 == pytest.approx(2 * N * 104 / 1.56e14, rel=1e-3)
     # decode: context 26 + 100/2 = 76 tokens; KV 2x30 layers x 3 heads x 64 x 2 B = 23040 B/token;
-    # KV room (80 x 0.9 - 2) GiB - 2N -> batch min(256, 74.9e9 / (23040 x 76)) = 256;
-    # a step reads 2N + 256 x 76 x 23040 = 717,296,256 B at 2.0e12 x 0.6 B/s = 5.9775e-4 s
-    # (compute 2N x 256 / 1.56e14 = 4.41e-4 s is faster); 400 / 256 steps -> 9.3398e-4 s
-    assert gen["batch"] == 256
-    assert gen["decode_h"] * 3600 == pytest.approx(9.3398e-4, rel=1e-3)
+    # batch: min(vLLM's 256, the 4 rows handed over, KV room ((80 x 0.9 - 2) GiB - 2N) / (23040 x 76) = 42770) = 4;
+    # a step reads 2N + 4 x 76 x 23040 = 276,034,176 B at 2.0e12 x 0.6 B/s = 2.30028e-4 s
+    # (compute 2N x 4 / 1.56e14 = 6.9e-6 s is faster); 400 / 4 = 100 steps -> 2.30028e-2 s
+    assert gen["batch"] == 4
+    assert gen["decode_h"] * 3600 == pytest.approx(2.30028e-2, rel=1e-3)
     # SFT: 4 examples x (26 + 100) tokens x 2 epochs = 1008; LoRA 4N per token at 312e12 x 0.35
     assert sft["train_tokens"] == 1008
     assert sft["train_h"] * 3600 == pytest.approx(4 * N * 1008 / 1.092e14, rel=1e-3)

@@ -36,6 +36,7 @@ def parallelism(stage: str, cfg, hw, tp: int) -> int:
 
 def make_plan(cfg, config_path: str, hardware: str = DEFAULT_HARDWARE, run_dir: str | None = None, probe: bool = True) -> dict:
     from safetrigger.plan import cost, memory
+    from safetrigger.plan.cost import _sig
     from safetrigger.plan.architecture import architecture
     from safetrigger.plan.commands import stage_commands
     from safetrigger.plan.disk import disk_estimate
@@ -79,7 +80,8 @@ def make_plan(cfg, config_path: str, hardware: str = DEFAULT_HARDWARE, run_dir: 
         else:
             util = (cfg.judge.gpu_memory_utilization or 0.9) if w.model == jid else cfg.generation.gpu_memory_utilization
             engine_tp = 1 if w.model == jid else tp  # the judge engine is built with one device
-            costs.append(cost.generation_cost(w, a, hw, engine_tp, util if hw.device.gpu else 1.0))
+            in_flight = min(w.requests, cfg.generation.save_every * max(w.samples, 1)) or 1
+            costs.append(cost.generation_cost(w, a, hw, engine_tp, util if hw.device.gpu else 1.0, in_flight))
     per_stage: dict[str, float] = {}
     for c in filter(None, costs):
         per_stage[c.stage] = per_stage.get(c.stage, 0.0) + c.device_hours
@@ -89,10 +91,10 @@ def make_plan(cfg, config_path: str, hardware: str = DEFAULT_HARDWARE, run_dir: 
         "lengths": {k: (round(v, 1) if isinstance(v, float) else v) for k, v in lengths.__dict__.items()},
         # one row per (stage, model): its tokens and, when the model's size is known, its cost
         "stages": [{**w.to_dict(), **(c.to_dict() if c else {"device_hours": None})} for w, c in zip(work, costs)],
-        "device_hours": {k: round(v, 3) for k, v in per_stage.items()},
-        "total_device_hours": round(total, 2),
-        "wall_clock_hours_per_stage": {k: round(v, 3) for k, v in wall.items()},
-        "wall_clock_hours": round(sum(wall.values()), 2),
+        "device_hours": {k: _sig(v) for k, v in per_stage.items()},
+        "total_device_hours": _sig(total),
+        "wall_clock_hours_per_stage": {k: _sig(v) for k, v in wall.items()},
+        "wall_clock_hours": _sig(sum(wall.values())),
         "notes": [f"no size known for {m}: its work is not costed" for m in dict.fromkeys(unknown)],
     })
     strategies, mem = {}, {}

@@ -6,8 +6,9 @@ Generation (vLLM), per engine of ``tp`` devices:
 * decode is memory-bound: each step reads the weights once plus the KV cache of the ``B``
   sequences in flight, at ``DECODE_BW_EFF`` of peak bandwidth (or is compute-bound at
   ``2 * N * B`` FLOPs per step, whichever is slower). ``B`` is what the KV cache sustains:
-  ``min(MAX_NUM_SEQS, free KV memory / (KV bytes per token x mean context))``, the mean
-  context being the prompt plus half the reply.
+  ``min(MAX_NUM_SEQS, rows handed over at once, free KV memory / (KV bytes per token x mean
+  context))``, the mean context being the prompt plus half the reply; a stage hands the engine
+  ``generation.save_every`` queries (x samples) per call.
 
 Training: ``6 * N * tokens`` FLOPs for full fine-tuning (forward 2N, backward 4N per token; Kaplan
 et al. 2020, "Scaling Laws for Neural Language Models", section 2.1). LoRA skips the gradients of
@@ -69,15 +70,16 @@ def _sig(x: float) -> float:
     return float(f"{x:.6g}")
 
 
-def sustained_batch(arch: Architecture, hw: Hardware, tp: int, mem_util: float, context: float) -> int:
-    """Sequences one engine of ``tp`` devices keeps in flight at a mean context of ``context`` tokens."""
+def sustained_batch(arch: Architecture, hw: Hardware, tp: int, mem_util: float, context: float, in_flight: int) -> int:
+    """Sequences one engine of ``tp`` devices keeps in flight at a mean context of ``context``
+    tokens: vLLM's cap, the KV cache's room, and what the stage hands it at once (``in_flight``)."""
     free = tp * (hw.device.memory_gib * mem_util - ENGINE_RESERVE_GIB) * GIB - 2 * arch.params
     if free <= 0 or context <= 0:
         return 0
-    return int(min(MAX_NUM_SEQS, free // (arch.kv_bytes_per_token * context)))
+    return int(min(MAX_NUM_SEQS, in_flight, free // (arch.kv_bytes_per_token * context)))
 
 
-def generation_cost(work, arch: Architecture, hw: Hardware, tp: int, mem_util: float) -> StageCost:
+def generation_cost(work, arch: Architecture, hw: Hardware, tp: int, mem_util: float, in_flight: int = MAX_NUM_SEQS) -> StageCost:
     peak = hw.device.bf16_tflops * 1e12
     bw = hw.device.bandwidth_tbs * 1e12 * DECODE_BW_EFF
     n = arch.params
@@ -87,7 +89,7 @@ def generation_cost(work, arch: Architecture, hw: Hardware, tp: int, mem_util: f
         mean_prompt = work.prompt_tokens / work.requests
         mean_reply = work.gen_tokens / work.requests
         context = mean_prompt + mean_reply / 2
-        b = sustained_batch(arch, hw, tp, mem_util, context)
+        b = sustained_batch(arch, hw, tp, mem_util, context, in_flight)
         cost.batch = b
         if b == 0:
             cost.decode_h = float("inf")

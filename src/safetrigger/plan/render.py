@@ -21,7 +21,11 @@ def _m(tokens: float) -> str:
 
 
 def _h(hours: float) -> str:
-    return "inf" if hours == float("inf") else f"{hours:,.2f}" if hours >= 0.01 else f"{hours * 3600:,.1f}s"
+    """Hours with a unit that keeps small stages readable: 3.2s, 4.5m, 12.14h."""
+    if hours == float("inf"):
+        return "inf"
+    s = hours * 3600
+    return f"{s:.1f}s" if s < 60 else f"{s / 60:.1f}m" if s < 3600 else f"{hours:,.2f}h"
 
 
 def render(plan: dict) -> str:
@@ -48,11 +52,11 @@ def render(plan: dict) -> str:
         rows.append([w["stage"], _short(w["model"]), w["kind"], f"{w['requests']:,}", _m(w["prompt_tokens"]) if w["kind"] != "train" else "",
                      _m(w["gen_tokens"]) if w["kind"] == "generate" else "", tokens, w.get("batch") or "",
                      "?" if w["device_hours"] is None else _h(w["device_hours"]), w["note"]])
-    out += ["  " + s for s in _table(["stage", "model", "kind", "rows", "prefill tok", "decode tok", "train tok", "batch", "dev-h", "note"], rows, "lllrrrrrrl")]
+    out += ["  " + s for s in _table(["stage", "model", "kind", "rows", "prefill tok", "decode tok", "train tok", "batch", "device-time", "note"], rows, "lllrrrrrrl")]
     wall = plan["wall_clock_hours_per_stage"]
-    out += ["", f"  per stage, device-hours / wall-clock hours on {hw['label']}:",
+    out += ["", f"  per stage, device-time / wall-clock on {hw['label']}:",
             "  " + "  ".join(f"{k} {_h(v)}/{_h(wall[k])}" for k, v in plan["device_hours"].items()),
-            f"  total {plan['total_device_hours']:,.1f} device-hours, {plan['wall_clock_hours']:,.1f} h wall-clock "
+            f"  total {_h(plan['total_device_hours'])} device-time, {_h(plan['wall_clock_hours'])} wall-clock "
             f"(--shard stages and training on every device, activation and eval on one engine)"]
     if plan["lengths"].get("measured"):
         out.append("  lengths measured in the run dir: " + ", ".join(f"{k} ({v})" for k, v in plan["lengths"]["measured"].items()))

@@ -44,6 +44,8 @@ class Work:
     kind: str
     """generate (prefill + decode) | prefill (scoring only) | train."""
     requests: int = 0
+    samples: int = 1
+    """Rows per query (the stage hands the engine save_every queries x this at once)."""
     prompt_tokens: float = 0.0
     gen_tokens: float = 0.0
     train_tokens: float = 0.0
@@ -221,7 +223,7 @@ def stage_work(cfg, lengths: Lengths | None = None) -> list[Work]:
 
     if "generate" in stages:
         n = sum(p[1] for p in pool) * g.num_samples
-        out.append(Work("generate", "base", "generate", n, sum(p[1] * (p[2] + over) for p in pool) * g.num_samples,
+        out.append(Work("generate", "base", "generate", n, g.num_samples, sum(p[1] * (p[2] + over) for p in pool) * g.num_samples,
                         n * (L.think_1 + L.answer_1), basis=basis))
     risky = [p for p in pool if p[3] in cfg.trigger.categories]
     if "trigger" in stages and risky:
@@ -229,10 +231,10 @@ def stage_work(cfg, lengths: Lengths | None = None) -> list[Work]:
         a = L.attempts
         analysis = _prompt_file_tokens(cfg.trigger.prompt)
         prompt = sum(p[1] * (p[2] + over + analysis + L.think_1) for p in risky) * g.num_samples
-        out.append(Work("trigger", "base", "generate", round(n * a), prompt * a, n * a * (L.think_2 + L.safe + L.answer_2),
+        out.append(Work("trigger", "base", "generate", round(n * a), g.num_samples, prompt * a, n * a * (L.think_2 + L.safe + L.answer_2),
                         basis=basis, note=f"{a:g} attempts per row"))
         if cfg.trigger.judge and judge_id:
-            out.append(Work("trigger", judge_id, "generate", round(n * a), n * a * lg_prompt + a * sum(p[1] * p[2] for p in risky) * g.num_samples + n * a * L.answer_2,
+            out.append(Work("trigger", judge_id, "generate", round(n * a), g.num_samples, n * a * lg_prompt + a * sum(p[1] * p[2] for p in risky) * g.num_samples + n * a * L.answer_2,
                             n * a * JUDGE_REPLY_TOKENS, basis=basis, note=f"judge {cfg.judge.name}"))
     general_len = L.think_1 + L.answer_1
     risky_len = L.think_1 + L.safe + L.answer_2
@@ -246,22 +248,22 @@ def stage_work(cfg, lengths: Lengths | None = None) -> list[Work]:
     if "activation" in stages:
         act = pool_stats(cfg.activation.pool)
         n = sum(p[1] for p in act)
-        out.append(Work("activation", cfg.activation.model_stage, "generate", n, sum(p[1] * (p[2] + over) for p in act),
+        out.append(Work("activation", cfg.activation.model_stage, "generate", n, 1, sum(p[1] * (p[2] + over) for p in act),
                         n * (L.eval_think + L.eval_answer), basis=basis))
     dpo_pool = pool_stats(cfg.sample.pool)
     k = cfg.sample.num_samples
     if "sample" in stages:
         n = sum(p[1] for p in dpo_pool) * k
-        out.append(Work("sample", cfg.sample.model_stage, "generate", n, sum(p[1] * (p[2] + over) for p in dpo_pool) * k,
+        out.append(Work("sample", cfg.sample.model_stage, "generate", n, k, sum(p[1] * (p[2] + over) for p in dpo_pool) * k,
                         n * (L.sample_think + L.sample_answer), basis=basis, note=f"{k} samples per query"))
     if "score" in stages:
         n = sum(p[1] for p in dpo_pool) * k
         q = sum(p[1] * p[2] for p in dpo_pool) * k
         if judge_id:
-            out.append(Work("score", judge_id, "generate", n, n * lg_prompt + q + n * L.sample_answer, n * JUDGE_REPLY_TOKENS,
+            out.append(Work("score", judge_id, "generate", n, k, n * lg_prompt + q + n * L.sample_answer, n * JUDGE_REPLY_TOKENS,
                             basis=basis, note=f"judge {cfg.judge.name}"))
         rubric = _prompt_file_tokens(cfg.score.reasoning_rubric) + _prompt_file_tokens(cfg.score.safe_rubric)
-        out.append(Work("score", cfg.score.rubric_model, "prefill", 2 * n,
+        out.append(Work("score", cfg.score.rubric_model, "prefill", 2 * n, 2 * k,
                         n * (rubric + 2 * TEMPLATE_TOKENS) + 2 * q + n * (L.sample_think + L.safe), basis=basis,
                         note="T_full + S_full rubric questions (one next-token distribution each)"))
     if "dpo" in stages:
@@ -288,9 +290,9 @@ def eval_work(cfg, L: Lengths, over: float, lg_prompt: float, basis: str) -> lis
     gen = n * (L.eval_think + L.eval_answer)
     out = []
     for name, spec in e.models.items():
-        out.append(Work("eval", spec, "generate", n, prompt, gen, basis=basis, note=f"model {name}"))
+        out.append(Work("eval", spec, "generate", n, e.num_samples, prompt, gen, basis=basis, note=f"model {name}"))
         if e.entropy:
-            out.append(Work("eval", spec, "prefill", n, prompt + gen, basis=basis, note=f"first-answer-token entropy, model {name}"))
+            out.append(Work("eval", spec, "prefill", n, e.num_samples, prompt + gen, basis=basis, note=f"first-answer-token entropy, model {name}"))
     for judge in e.judges:
         jid = judge_model(cfg, judge)
         if not jid:
@@ -298,7 +300,7 @@ def eval_work(cfg, L: Lengths, over: float, lg_prompt: float, basis: str) -> lis
         harm = [b for b in benches if b[3] == "asr" or (b[3] == "overrefusal" and metrics.measures_refusal(judge))]
         m = sum(b[1] for b in harm) * e.num_samples * len(e.models)
         q = sum(b[1] * b[2] for b in harm) * e.num_samples * len(e.models)
-        out.append(Work("eval", jid, "generate", m, m * lg_prompt + q + m * L.eval_answer, m * JUDGE_REPLY_TOKENS,
+        out.append(Work("eval", jid, "generate", m, e.num_samples, m * lg_prompt + q + m * L.eval_answer, m * JUDGE_REPLY_TOKENS,
                         basis=basis, note=f"judge {judge}"))
     return out
 
