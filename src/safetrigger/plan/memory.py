@@ -69,11 +69,15 @@ def train_memory(arch: Architecture, hw: Hardware, train_cfg, max_length: int, s
     cap = hw.device.memory_gib * GIB
     m = TrainMemory(strategy, lora, weights / GIB, states / GIB, act / GIB, total / GIB, total <= cap)
     if not m.fits:
+        static = weights + states + FRAMEWORK_RESERVE_GIB * GIB  # what no batch or length setting changes
         if strategy == "ddp" and (weights + states) > 0.5 * cap:
             m.advice.append("shard the model: ZeRO-3 (configs/accelerate/deepspeed_zero3.yaml) or FSDP (configs/accelerate/fsdp.yaml)")
-        if not train_cfg.gradient_checkpointing:
+        elif static > cap:
+            m.advice.append("even sharded, weights + optimizer state exceed a device: offload the optimizer to CPU "
+                            "(offload_optimizer_device: cpu in the DeepSpeed config) or use more devices")
+        if static <= cap and not train_cfg.gradient_checkpointing:
             m.advice.append(f"set {train_cfg.section}.gradient_checkpointing: true")
-        if train_cfg.per_device_batch_size > 1:
+        if static <= cap and train_cfg.per_device_batch_size > 1:
             m.advice.append(f"lower {train_cfg.section}.per_device_batch_size to 1 (raise gradient_accumulation_steps to keep the batch)")
         if not lora:
             m.advice.append(f"train LoRA ({train_cfg.section}.use_lora: true)")
