@@ -219,7 +219,8 @@ class LlamaGuardJudge(Judge):
             # byte Meta's template, and never through the tokenizer's chat template.
             loaded = load_model(ModelConfig(name_or_path=self.model, template="chatml", dtype=self.dtype, device=self.device), weights=False)
             self._backend = make_backend(loaded, GenerationConfig(backend="vllm", batch_size=self.batch_size, progress=False,
-                                                                gpu_memory_utilization=self.gpu_memory_utilization), desc="llama-guard")
+                                                                gpu_memory_utilization=self.gpu_memory_utilization),
+                                         desc="llama-guard", alongside=True)  # beside the stage's own engine
         return self._backend
 
     def _generate_with(self, backend, prompts: list[str]) -> list[tuple[str, float | None]]:
