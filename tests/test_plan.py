@@ -160,3 +160,17 @@ def test_cli_table_and_json(capsys):
     assert main(["plan", path, "--hardware", "4xA100-80GB", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["hardware"]["label"] == "4xA100-80GB" and plan["total_device_hours"] > 0
+
+
+def test_a_reachable_gated_repo_says_so(monkeypatch):
+    import types
+
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, repo_id, timeout=None: types.SimpleNamespace(gated="manual"))
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo_id, timeout=None: types.SimpleNamespace(gated=False))
+    items = resolve(load_config(ROOT / "configs" / "paper" / "r1-distill-llama-8b.yaml"), probe=True)
+    guard = next(i for i in items if i.kind == "judge")
+    assert guard.status == "reachable" and "gated" in guard.note and guard.fetch == "huggingface-cli download meta-llama/Llama-Guard-3-8B"
+    assert next(i for i in items if i.name == "openbmb/UltraFeedback").status == "reachable"
