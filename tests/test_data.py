@@ -495,7 +495,7 @@ def test_query_roundtrip_and_validation():
 # --------------------------------------------------------------------------- module layering
 
 DATA_DIR = Path(registry.__file__).parent
-LAYERS = ["query", "jsonl", "splits", "jailbreak", "registry", "disjoint", "pools", "hub"]
+LAYERS = ["query", "jsonl", "splits", "jailbreak", "hub", "registry", "disjoint", "pools"]  # hub before registry: load_set reads hub pools
 
 
 def test_data_modules_import_only_earlier_layers():
@@ -525,3 +525,18 @@ def test_readme_split_table_matches_the_sets():
         assert row, group
         cells = [c.strip().split(" ")[0] for c in row.groups()]
         assert cells == [str(s[f"{group}:{p}"]) if f"{group}:{p}" in s else "—" for p in SPLITS], group
+
+
+def test_hub_pool_names_read_a_local_copy_and_are_drawn_around(tmp_path):
+    """``hub:NAME=SOURCE`` in a pool: the paper's hub loaders on a local copy in the hub schema."""
+    from safetrigger.data import draw_pool, load_set
+
+    src = tmp_path / "uf.jsonl"
+    src.write_text("".join(json.dumps({"instruction": f"Tell me a fact about the number {i}."}) + "\n" for i in range(6)))
+    qs = load_set(f"hub:ultrafeedback={src}")
+    assert len(qs) == 6 and {q.category for q in qs} == {"general"} and qs[0].id.startswith("ultrafeedback-")
+    sft = draw_pool({f"hub:ultrafeedback={src}": 2}, seed=0)
+    rest = draw_pool({f"hub:ultrafeedback={src}": 4}, seed=1, exclude=sft)  # a DPO-style second draw
+    assert not {q.id for q in sft} & {q.id for q in rest}
+    with pytest.raises(DataError, match="unknown hub pool"):
+        load_set("hub:ultrafeedbak")

@@ -216,7 +216,7 @@ def test_run_keeps_one_engine_per_model_and_frees_it_for_training(model_dir, tmp
     monkeypatch.setattr(real_vllm, "LLM", CountingLLM)
     alive_at_sft = []
     sft = STAGES["sft"]
-    monkeypatch.setitem(STAGES, "sft", lambda cfg, store: (alive_at_sft.append(vllm_backend._ENGINE is not None), sft(cfg, store))[1])
+    monkeypatch.setitem(STAGES, "sft", lambda cfg, store: (alive_at_sft.append(bool(vllm_backend.kept_engines())), sft(cfg, store))[1])
     run = tmp_path / "run"
     argv = [
         "-q", "run", "--run_dir", str(run), "--stages", "[generate, trigger, build-sft, sft, activation]",
@@ -236,7 +236,7 @@ def test_run_keeps_one_engine_per_model_and_frees_it_for_training(model_dir, tmp
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["generate"]["backend"]["backend"] == "vllm"
     assert manifest["stages"]["activation"]["backend"]["adapter_route"] == "merged"
-    assert vllm_backend._ENGINE is None, "the run frees its engine at the end"
+    assert vllm_backend.kept_engines() == [], "the run frees its engine at the end"
 
 
 def test_llama_guard_judge_runs_on_the_vllm_engine(model_dir, mcfg):
@@ -251,3 +251,20 @@ def test_llama_guard_judge_runs_on_the_vllm_engine(model_dir, mcfg):
     for x in v:
         assert x == j.verdict(json.loads(x.raw)["output"], x.score)
     release_engines()
+
+
+def test_a_judge_engine_beside_the_generation_engine_leaves_it_working(mcfg, tmp_path):
+    """trigger/score with Llama-Guard on engine vllm: the judge's engine starts next to the
+    stage's generation engine instead of replacing it (which broke the generator's next call)."""
+    from safetrigger.generation import SamplingParams, vllm_backend
+    from safetrigger.judges import JudgeItem, make_judge
+
+    release_engines()
+    gen = make_backend(load_model(mcfg, weights=False), GenerationConfig(backend="vllm", progress=False))
+    judge_dir = vllm_tiny(tmp_path / "judge", seed=1)
+    j = make_judge("llama-guard", model=str(judge_dir), engine="vllm", max_new_tokens=4, dtype="float32", device="cpu")
+    first = gen.complete(PROMPTS[:2], SamplingParams(max_new_tokens=4))
+    assert len(j.judge([JudgeItem("Hi", "Hello.", "x")])) == 1
+    assert gen.complete(PROMPTS[:2], SamplingParams(max_new_tokens=4)) == first  # greedy, same engine, still alive
+    assert sorted(vllm_backend.kept_engines()) == sorted([str(mcfg.name_or_path), str(judge_dir)])
+    assert release_engines() and vllm_backend.kept_engines() == []

@@ -2,9 +2,11 @@
 
     safetrigger run CONFIG [--section.key VALUE ...]     every stage in config.stages, skipping finished ones
     safetrigger <stage> CONFIG [--section.key VALUE ...] one stage (see `safetrigger --help`)
+    safetrigger <stage> CONFIG --shard I/N               share I of N of a generation stage's rows (then once without: merge)
     safetrigger eval CONFIG                              models x benchmarks x judges -> <run_dir>/eval/results.md
     safetrigger probe CONFIG [--model NAME]              latent safety awareness of one eval model -> probe.json
     safetrigger config CONFIG [--explain]                the resolved config / every field with its help
+    safetrigger plan CONFIG [--hardware 8xH100-80GB]     resolution, tokens, device-hours, memory, disk, commands (offline)
     safetrigger data list | show NAME                    the bundled query sets
     safetrigger model prepare [CONFIG]                   convert + cache the model (the embedded one by default)
     safetrigger judge accuracy                           the offline refusal judge against human labels
@@ -55,7 +57,7 @@ def split_overrides(argv: list[str], keep: tuple[str, ...] = ()) -> tuple[list[s
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from safetrigger.stages import STAGE_HELP
+    from safetrigger.stages import SHARDABLE, STAGE_HELP
 
     parser = argparse.ArgumentParser(prog="safetrigger", description="Safe Trigger: an adaptive, explicit <safe> analysis for reasoning models.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only (for CI logs)")
@@ -65,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="Run every stage listed in config.stages, skipping finished ones.")
     _config_args(p)
     for name, text in STAGE_HELP.items():
-        _config_args(sub.add_parser(name, help=text))
+        ps = sub.add_parser(name, help=text)
+        if name in SHARDABLE:
+            ps.add_argument("--shard", metavar="I/N", help="do share I of N of the pending rows (split by a stable hash of their id) "
+                            "into <stage>.shard-I-of-N.jsonl; N such processes share the work, then one run without --shard merges")
+        _config_args(ps)
 
     p = sub.add_parser("probe", help="Latent safety awareness: the model audits its own reasoning on attacks that succeeded in eval (RISR, false alarms, AUROC).")
     p.add_argument("--model", help="name in eval.models to probe (default: probe.model)")
@@ -73,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="Print the resolved config (YAML), or every field with its help.")
     p.add_argument("--explain", action="store_true", help="list every field, its default and what it means")
+    _config_args(p)
+
+    p = sub.add_parser("plan", help="Before renting GPUs: does the config resolve (models, datasets, judges), and what will each stage cost (tokens, device-hours, memory, disk), with which commands? Offline, downloads nothing.")
+    p.add_argument("--hardware", default="8xH100-80GB", help="COUNTxDEVICE, e.g. 8xH100-80GB, 4xA100-80GB, 1xcpu-2core-xeon-amx (default 8xH100-80GB)")
+    p.add_argument("--run-dir", dest="from_run", help="a pilot run dir of this recipe: its measured lengths, attempts and kept shares replace the budget upper bounds")
+    p.add_argument("--json", action="store_true", help="the whole plan as JSON")
+    p.add_argument("--offline", action="store_true", help="do not ask the hub whether missing items exist (HF_HUB_OFFLINE does the same)")
     _config_args(p)
 
     p = sub.add_parser("data", help="Inspect the bundled query sets.")
@@ -149,11 +162,14 @@ def cmd_stage(name: str, args) -> int:
     from safetrigger.runstore import RunStore
     from safetrigger.stages import STAGES
 
+    from safetrigger.runstore import Shard
+
     cfg = _load(args)
     if args.quiet:
         cfg.generation.progress = False
-    stats = STAGES[name](cfg, RunStore(cfg.run_dir))
-    print(json.dumps({"stage": name, "run_dir": cfg.run_dir, "rows": stats.get("rows")}))
+    shard = Shard.parse(getattr(args, "shard", None))
+    stats = STAGES[name](cfg, RunStore(cfg.run_dir, shard=shard))
+    print(json.dumps({"stage": name, "run_dir": cfg.run_dir, "rows": stats.get("rows"), **({"shard": shard.label} if shard else {})}))
     _print_results(stats)
     return 0
 
@@ -245,6 +261,15 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from safetrigger.plan import make_plan
+    from safetrigger.plan.render import render
+
+    plan = make_plan(_load(args), args.config or "(defaults)", args.hardware, run_dir=args.from_run, probe=not args.offline)
+    print(json.dumps(plan, indent=2, default=str) if args.json else render(plan), end="" if not args.json else "\n")
+    return 0
+
+
 def cmd_data(args) -> int:
     from safetrigger import data
 
@@ -304,11 +329,28 @@ def cmd_capability(args) -> int:
     return 0
 
 
+def _flag_first(argv: list[str], flag: str) -> list[str]:
+    """Move ``flag VALUE`` / ``flag=VALUE`` to the front of the command's own arguments (right after
+    the command), so that it is not read as a config override wherever the user put it."""
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            pair, rest = argv[i : i + 2], argv[:i] + argv[i + 2 :]
+        elif a.startswith(flag + "="):
+            pair, rest = [a], argv[:i] + argv[i + 1 :]
+        else:
+            continue
+        at = next((j for j, x in enumerate(rest) if not x.startswith("-")), len(rest)) + 1
+        return rest[:at] + pair + rest[at:]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    head, overrides = split_overrides(argv, keep=("model",) if command == "probe" else ())
+    argv = _flag_first(argv, "--shard")  # allowed anywhere, also after the config overrides
+    keep = {"probe": ("model",), "plan": ("run_dir",)}.get(command, ())  # the command's own flags, not config fields
+    head, overrides = split_overrides(argv, keep=keep)
     args = parser.parse_args(head)
     args.overrides = overrides
     # SAFETRIGGER_QUIET=1 is -q from the environment (CI logs); either one silences every bar.
@@ -330,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in STAGES:
             return cmd_stage(args.command, args)
         return {"run": cmd_run, "config": cmd_config, "data": cmd_data, "model": cmd_model, "judge": cmd_judge,
-                "serve": cmd_serve, "chat": cmd_chat, "probe": cmd_probe,
+                "serve": cmd_serve, "chat": cmd_chat, "probe": cmd_probe, "plan": cmd_plan,
                 "capability": cmd_capability, "report": cmd_report, "compare": cmd_compare}[args.command](args)
     except SafeTriggerError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -105,9 +105,12 @@ class PrimerConfig:
 class JudgeConfig:
     """The safety/refusal judge used to filter and score answers."""
 
-    name: str = opt("refusal-minilm", "Judge id: refusal-minilm (offline; measures refusal, not harm).")
+    name: str = opt("refusal-minilm", "Judge id: refusal-minilm (offline; measures refusal, not harm) | refusal-keywords | llama-guard (harm, the paper's judge) | llm-rubric (`safetrigger judge list`).")
     batch_size: int = opt(64, "Answers per judge batch.")
     threshold: float = opt(0.3, "refusal-minilm: cosine(query, answer) below this counts as refusal/off-topic.")
+    model: str | None = opt(None, "llama-guard / llm-rubric: judge model, hub id or local directory (None = the judge's default, e.g. meta-llama/Llama-Guard-3-8B).")
+    engine: str | None = opt(None, "llama-guard: transformers | vllm (the generation backend's engine; None = transformers).")
+    gpu_memory_utilization: float | None = opt(None, "llama-guard with engine vllm: share of the GPU its engine may take; with a generation engine on the same GPU the two shares must add up to less than 1 (None = 0.9).")
 
 
 @dataclass

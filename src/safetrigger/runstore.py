@@ -12,22 +12,37 @@ flushed and fsynced per batch, so a kill loses at most the batch in flight. A ki
 of a write leaves a partial last line; it is cut off (and counted in the log) when the file is
 next opened — never silently kept, never a crash. A malformed line anywhere else is an error
 naming the line, since that means the file was edited or corrupted.
+
+Shards (``safetrigger generate CONFIG --shard i/n``): n processes split a stage's pending rows by a
+stable hash of their key (:meth:`Shard.owns`), so each row has exactly one owner whatever the
+order or the machine. Each process appends only to its own file, ``<stage>.shard-i-of-n.jsonl``
+(one writer per file: no locking of appends), and holds an exclusive lock on
+``<stage>.shard-i-of-n.lock`` while it runs (the kernel drops it when the process dies, even by
+SIGKILL). Every reader sees the stage file plus all shard files, merged by id (a row present
+twice, e.g. after a change of n, counts once). The unsharded run of the stage, afterwards, does
+any rows still pending, then folds each shard file whose lock it can take into ``<stage>.jsonl``
+and writes the stats; a shard still running keeps its file. Manifest updates take
+``manifest.lock``, so concurrent shards do not lose each other's entries.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from safetrigger.errors import DataError, SafeTriggerError
+from safetrigger.errors import ConfigError, DataError, SafeTriggerError
 from safetrigger.jsonl import atomic_write, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -35,28 +50,93 @@ log = logging.getLogger(__name__)
 TRACKED_PACKAGES = ["safetrigger", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "vllm"]
 
 
-class StageFile:
-    """Append-only JSONL of one stage, keyed by the ``id`` field."""
+@dataclass(frozen=True)
+class Shard:
+    """Process ``index`` of ``count`` splitting a stage's pending rows (``--shard index/count``)."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, spec: str | None) -> "Shard | None":
+        """``"0/2"`` -> Shard(0, 2); None -> None (unsharded)."""
+        if spec is None:
+            return None
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
+        if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+            raise ConfigError(f"--shard must be i/n with 0 <= i < n (e.g. --shard 0/2), got {spec!r}")
+        return cls(int(m.group(1)), int(m.group(2)))
+
+    def owns(self, key: str) -> bool:
+        """Stable over processes, machines and Python versions (sha256, not hash())."""
+        return int(hashlib.sha256(str(key).encode()).hexdigest()[:16], 16) % self.count == self.index
+
+    @property
+    def label(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @property
+    def suffix(self) -> str:
+        return f".shard-{self.index}-of-{self.count}"
+
+
+_SHARD_FILE = re.compile(r"\.shard-(\d+)-of-(\d+)\.jsonl$")
+
+
+class StageFile:
+    """Append-only JSONL of one stage, keyed by the ``id`` field; with a ``shard``, this process
+    writes its own shard file and reads the merged view of all of them."""
+
+    def __init__(self, path: Path, shard: Shard | None = None):
+        self.path = Path(path)  # the stage file (the merged result)
+        self.shard = shard
         self._ids: set[str] | None = None
 
-    def _repair(self) -> None:
-        """Cut a torn last line left by a kill mid-write, so appends start on a fresh line."""
-        if not self.path.is_file():
+    @property
+    def write_path(self) -> Path:
+        """Where this process appends: its shard file, or the stage file itself."""
+        return self.path.with_name(self.path.stem + self.shard.suffix + ".jsonl") if self.shard else self.path
+
+    def shard_files(self) -> list[Path]:
+        if not self.path.parent.is_dir():
+            return []
+        return sorted(p for p in self.path.parent.glob(self.path.stem + ".shard-*-of-*.jsonl") if _SHARD_FILE.search(p.name))
+
+    def owns(self, key: str) -> bool:
+        """Whether this process does the row keyed ``key`` (always, unsharded)."""
+        return self.shard is None or self.shard.owns(key)
+
+    def _repair(self, path: Path) -> None:
+        """Cut a torn last line left by a kill mid-write, so appends start on a fresh line (only
+        ever on this process's own file: another shard's tail may be a write in flight)."""
+        if not path.is_file():
             return
-        with self.path.open("rb+") as f:
+        with path.open("rb+") as f:
             data = f.read()
             if data and not data.endswith(b"\n"):
                 keep = data.rfind(b"\n") + 1
-                log.warning("%s: removing %d bytes of a partial last line (interrupted write)", self.path, len(data) - keep)
+                log.warning("%s: removing %d bytes of a partial last line (interrupted write)", path, len(data) - keep)
                 f.truncate(keep)
 
     def rows(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        return [row for _, row in read_jsonl(self.path, repair_tail=True)]
+        """The stage file's rows, then each shard file's rows not seen before (merged by id)."""
+        files = [p for p in [self.path, *self.shard_files()] if p.is_file()]
+        if len(files) <= 1:
+            return [row for _, row in read_jsonl(files[0], repair_tail=True)] if files else []
+        out, seen, repeated = [], set(), 0
+        for path in files:
+            for n, row in read_jsonl(path, repair_tail=True):
+                if "id" not in row:
+                    raise DataError(f"row {n} of {path} has no 'id' field")
+                rid = str(row["id"])
+                if rid in seen:
+                    repeated += 1
+                    continue
+                seen.add(rid)
+                out.append(row)
+        if repeated:
+            log.warning("%s: %d row(s) present in more than one shard file counted once", self.path.name, repeated)
+        return out
 
     def done_ids(self) -> set[str]:
         if self._ids is None:
@@ -79,24 +159,83 @@ class StageFile:
             fresh.append(row)
         if not fresh:
             return 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-        with self.path.open("a", encoding="utf-8") as f:
+        target = self.write_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self._repair(target)
+        with target.open("a", encoding="utf-8") as f:
             for row in fresh:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
         return len(fresh)
 
+    def merge_shards(self) -> int:
+        """Fold every finished shard file into the stage file (rows it lacks, then the shard file
+        is removed); a shard whose process still holds its lock is left alone. Returns rows moved.
+        A kill between the append and the removal only leaves rows that the merged view and the
+        next merge count once."""
+        if self.shard is not None:
+            raise SafeTriggerError("a shard cannot merge the others: run the stage without --shard to merge")
+        moved = 0
+        for path in self.shard_files():
+            with _try_lock(path.with_suffix(".lock")) as free:
+                if not free:
+                    log.warning("%s: its shard is still running; merge again once it is done", path.name)
+                    continue
+                done = {str(r["id"]) for _, r in read_jsonl(self.path, repair_tail=True)} if self.path.is_file() else set()
+                rows = [r for _, r in read_jsonl(path, repair_tail=True) if str(r["id"]) not in done]
+                if rows:
+                    self._repair(self.path)
+                    with self.path.open("a", encoding="utf-8") as f:
+                        for row in rows:
+                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        f.flush()
+                        os.fsync(f.fileno())
+                moved += len(rows)
+                path.unlink()
+            path.with_suffix(".lock").unlink(missing_ok=True)
+        self._ids = None
+        return moved
+
+
+@contextlib.contextmanager
+def _try_lock(path: Path) -> Iterator[bool]:
+    """Non-blocking exclusive lock on ``path`` (created if missing): yields whether it was taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """Blocking exclusive lock on ``path`` for a short critical section (manifest updates)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
 
 class RunStore:
     """A run directory: stage files, per-stage stats, and the manifest."""
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, shard: Shard | None = None):
         self.dir = Path(run_dir)
+        self.shard = shard
+        self._shard_locks: dict[str, object] = {}  # stage -> open lock file, held while this shard runs it
 
     def stage(self, name: str) -> StageFile:
-        return StageFile(self.dir / f"{name}.jsonl")
+        return StageFile(self.dir / f"{name}.jsonl", self.shard)
 
     def stats_path(self, name: str) -> Path:
         return self.dir / f"{name}.stats.json"
@@ -126,6 +265,27 @@ class RunStore:
     def begin_stage(self, name: str, config: dict, fingerprint_of: dict, extra: dict | None = None) -> None:
         """Record the stage's start. ``fingerprint_of`` holds the settings that determine its
         output; resuming with different ones would mix two experiments in one file, so refuse."""
+        if self.shard is not None:
+            self._hold_shard_lock(name)
+        with _lock(self.dir / "manifest.lock"):
+            self._begin_stage(name, config, fingerprint_of, extra)
+
+    def _hold_shard_lock(self, name: str) -> None:
+        """Take this shard's lock for the stage (released at finish, or by the kernel on a kill)."""
+        if name in self._shard_locks:
+            return
+        path = self.dir / f"{name}{self.shard.suffix}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = path.open("a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise SafeTriggerError(f"shard {self.shard.label} of stage '{name}' is already running in {self.dir} "
+                                   f"(another process holds {path.name})") from None
+        self._shard_locks[name] = f
+
+    def _begin_stage(self, name: str, config: dict, fingerprint_of: dict, extra: dict | None) -> None:
         m = self.manifest()
         fp = fingerprint(fingerprint_of)
         old = m.get("stages", {}).get(name)
@@ -140,24 +300,46 @@ class RunStore:
         m["versions"] = versions()
         m["git"] = git_sha()
         stage = m.setdefault("stages", {}).setdefault(name, {})
-        stage.update({"status": "running", "started": _now(), "fingerprint": fp, "settings": fingerprint_of})
+        if self.shard is not None:  # the stage's own status is the unsharded run's to set
+            stage.update({"fingerprint": fp, "settings": fingerprint_of})
+            stage.setdefault("shards", {})[self.shard.label] = {"status": "running", "started": _now()}
+        else:
+            stage.update({"status": "running", "started": _now(), "fingerprint": fp, "settings": fingerprint_of})
         if extra:
             stage.update(extra)
         self._write_manifest(m)
 
     def update_stage(self, name: str, **fields) -> None:
         """Record facts learned while a stage runs (e.g. the loaded model's identity)."""
-        m = self.manifest()
-        m.setdefault("stages", {}).setdefault(name, {}).update(fields)
-        self._write_manifest(m)
+        with _lock(self.dir / "manifest.lock"):
+            m = self.manifest()
+            m.setdefault("stages", {}).setdefault(name, {}).update(fields)
+            self._write_manifest(m)
 
     def finish_stage(self, name: str, stats: dict) -> None:
+        """Stats + status done; a shard records only its own part (the stats of a stage are the
+        merged run's, written by the unsharded run that folds the shard files in)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        if self.shard is not None:
+            with _lock(self.dir / "manifest.lock"):
+                m = self.manifest()
+                shards = m.setdefault("stages", {}).setdefault(name, {}).setdefault("shards", {})
+                shards[self.shard.label] = {**shards.get(self.shard.label, {}), "status": "done", "finished": _now(),
+                                            "rows": stats.get("rows")}
+                self._write_manifest(m)
+            lock = self._shard_locks.pop(name, None)
+            if lock is not None:
+                lock.close()  # releases the flock
+            return
+        moved = self.stage(name).merge_shards()
+        if moved:
+            log.info("%s: %d rows of shard files merged into %s.jsonl", name, moved, name)
         self.stats_path(name).write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str))
-        m = self.manifest()
-        stage = m.setdefault("stages", {}).setdefault(name, {})
-        stage.update({"status": "done", "finished": _now(), "rows": stats.get("rows")})
-        self._write_manifest(m)
+        with _lock(self.dir / "manifest.lock"):
+            m = self.manifest()
+            stage = m.setdefault("stages", {}).setdefault(name, {})
+            stage.update({"status": "done", "finished": _now(), "rows": stats.get("rows")})
+            self._write_manifest(m)
 
 
 def fingerprint(obj) -> str:

@@ -6,7 +6,7 @@
 Set names and the split policy are documented in `safetrigger.data.registry`; sources and
 licences of the vendored files in ``sets/ATTRIBUTION.md``. Modules, each importing only those
 before it: `query`, `jsonl`, `splits` (hash bands), `jailbreak` (templates, wrapping),
-`registry` (named sets), `disjoint` (leakage checks), `pools` (drawing), `hub`.
+`hub` (the paper's hub pools), `registry` (named sets), `disjoint` (leakage checks), `pools` (drawing).
 """
 
 from .disjoint import assert_disjoint, drop_overlapping

@@ -11,6 +11,7 @@ PKU-SafeRLHF CC-BY-NC-4.0, WildJailbreak ODC-BY (gated: accept its terms on the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -183,3 +184,36 @@ def load_star1(source: str | os.PathLike = STAR1, *, limit: int | None = None,
     if not out:
         raise DataError(f"{source}: no usable STAR-1 rows ({bad} without a closed <think> block and an answer)")
     return out
+
+
+# ---------------------------------------------------------------------------- named hub pools
+
+HUB_PREFIX = "hub:"
+HUB_POOLS: dict[str, tuple[Callable[..., list[Query]], str]] = {
+    # set name (after "hub:") -> (loader, default hub id). The loaders' own set_name values match.
+    "ultrafeedback": (load_ultrafeedback, "openbmb/UltraFeedback"),
+    "pku-saferlhf": (load_pku_saferlhf, "PKU-Alignment/PKU-SafeRLHF"),
+    "wildjailbreak": (load_wildjailbreak, "allenai/wildjailbreak"),
+}
+
+
+def parse_hub_pool(name: str) -> tuple[str, str]:
+    """``"hub:wildjailbreak"`` -> ``("wildjailbreak", "allenai/wildjailbreak")``; ``"hub:NAME=SOURCE"``
+    takes a local copy (file/folder in the dataset's own schema) or another hub id instead."""
+    spec = name[len(HUB_PREFIX):] if name.startswith(HUB_PREFIX) else name
+    key, _, source = spec.partition("=")
+    key = key.strip()
+    if key not in HUB_POOLS:
+        raise DataError(f"unknown hub pool {name!r}; hub pools: {', '.join(HUB_PREFIX + k for k in HUB_POOLS)} "
+                        f"(add =SOURCE for a local copy, e.g. hub:ultrafeedback=/data/uf.parquet)")
+    return key, source.strip() or HUB_POOLS[key][1]
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_pool(key: str, source: str) -> tuple[Query, ...]:
+    return tuple(HUB_POOLS[key][0](source))  # a pool is drawn twice per run (SFT + DPO): read once
+
+
+def load_hub_pool(name: str) -> list[Query]:
+    """The queries of a hub pool set (see :data:`HUB_POOLS`), a fresh list each call."""
+    return list(_hub_pool(*parse_hub_pool(name)))

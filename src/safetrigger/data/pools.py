@@ -35,7 +35,7 @@ def draw_pool(pool: Mapping[str, int], seed: int, max_chars: int = 0, exclude: S
             if len(kept) < len(items):
                 log.info("pool %s: skipping %d of %d queries longer than %d characters", name, len(items) - len(kept), len(items), max_chars)
             items = kept
-        if exclude and ("=" not in name):
+        if exclude and ("=" not in name or name.startswith("hub:")):  # hub pools are ours to draw around
             before = len(items)
             items = drop_overlapping(items, list(exclude), templates=False)
             if len(items) < before:

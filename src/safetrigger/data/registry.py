@@ -15,6 +15,9 @@ is only ever used to report.
 ``advbench:dev|eval``, ``harmbench:dev|eval``, ``donotanswer:train|dev|eval``: per-source parts
 ==============================  =============================================================
 
+The paper's pools come from the hub (`hub.HUB_POOLS`): ``hub:ultrafeedback``, ``hub:pku-saferlhf``,
+``hub:wildjailbreak``; ``hub:NAME=SOURCE`` reads a local copy instead.
+
 Why these splits: AdvBench and HarmBench are the standard harmful benchmarks, so they are
 evaluation-only (85 % eval, 15 % dev); Do-Not-Answer supplies offline training prompts. Every
 source is cut by a hash of the normalised text into bands (see `splits`; ``SOURCES`` gives the
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DataError
+from .hub import HUB_PREFIX, load_hub_pool
 from .jailbreak import Template, build_jailbreaks, load_templates
 from .jsonl import load_jsonl_queries, read_jsonl, require
 from .query import Query, normalize_text
@@ -190,7 +194,10 @@ def load_set(name: str) -> list[Query]:
     """The queries of a named set (a fresh list; the same order on every call).
 
     ``<category>=<path.jsonl>`` names a user file instead (e.g. ``harmful=my_prompts.jsonl``),
-    so a pool can mix bundled sets and the user's own queries."""
+    so a pool can mix bundled sets and the user's own queries. ``hub:<name>[=SOURCE]`` names one of
+    the paper's hub pools (``safetrigger.data.hub.HUB_POOLS``; needs the hub or a local copy)."""
+    if name.startswith(HUB_PREFIX):
+        return load_hub_pool(name)
     if "=" in name:
         category, path = name.split("=", 1)
         return load_jsonl_queries(path, category.strip())

@@ -7,8 +7,10 @@ from safetrigger.generation.reasoning import Response, build_prompts, generate_r
 __all__ = ["Completion", "GenerationBackend", "SamplingParams", "Response", "build_prompts", "generate_responses", "make_backend", "needs_weights", "output_settings", "release_engines"]
 
 
-def make_backend(loaded, gen, desc: str = "generate") -> GenerationBackend:
-    """The configured backend for a loaded model (``gen.backend``); ``desc`` labels its progress bar."""
+def make_backend(loaded, gen, desc: str = "generate", alongside: bool = False) -> GenerationBackend:
+    """The configured backend for a loaded model (``gen.backend``); ``desc`` labels its progress bar.
+    ``alongside``: a second model used in the same stage (a judge), whose vLLM engine must not
+    replace the stage's generation engine."""
     from safetrigger.chat_templates import FAMILIES
     from safetrigger.errors import ConfigError
 
@@ -25,7 +27,8 @@ def make_backend(loaded, gen, desc: str = "generate") -> GenerationBackend:
         except ImportError as e:  # a broken install (e.g. torchvision built for another torch)
             raise ConfigError(f"generation.backend vllm: vLLM does not import here ({e})") from None
 
-        return VLLMBackend(loaded, gen, end_tokens=[FAMILIES[loaded.family].end_of_turn], progress=gen.progress, desc=desc)
+        return VLLMBackend(loaded, gen, end_tokens=[FAMILIES[loaded.family].end_of_turn], progress=gen.progress, desc=desc,
+                           alongside=alongside)
     if gen.backend == "openai":
         from safetrigger.clients.openai_compat import OpenAIClient
         from safetrigger.generation.openai_backend import OpenAIBackend

@@ -101,17 +101,17 @@ class EngineKey:
     enforce_eager: bool
 
 
-_ENGINE: tuple[EngineKey, object] | None = None
+_ENGINES: dict[EngineKey, object] = {}
+"""Kept engines: at most one of the pipeline's model, plus any judge engines kept beside it."""
+_ALONGSIDE: set[EngineKey] = set()
+"""Keys of engines started beside the pipeline's (a judge in trigger/score): a change of the
+pipeline's model does not free them, and starting them frees nothing (the generation engine in
+use keeps working). ``release_engines`` frees them all."""
 
 
-def release_engines() -> bool:
-    """Shut the kept engine down and free its memory (before training, at the end of a run).
-    Returns whether there was one."""
-    global _ENGINE
-    if _ENGINE is None:
-        return False
-    key, llm = _ENGINE
-    _ENGINE = None
+def _release(key: EngineKey) -> None:
+    llm = _ENGINES.pop(key)
+    _ALONGSIDE.discard(key)
     try:
         llm.llm_engine.engine_core.shutdown()
     except Exception as e:  # already gone: nothing to free
@@ -126,16 +126,32 @@ def release_engines() -> bool:
     except Exception:
         pass
     log.info("vllm: engine for %s released", key.model)
-    return True
 
 
-def engine_for(key: EngineKey, gen, cache: Path, hf_config, trust_remote_code: bool = False):
-    """The engine for ``key``: the kept one when it matches, else a new one (the old one freed).
-    ``hf_config``: the model's transformers config (sizes the CPU KV cache)."""
-    global _ENGINE
-    if _ENGINE is not None and _ENGINE[0] == key:
-        return _ENGINE[1]
-    release_engines()
+def release_engines() -> bool:
+    """Shut every kept engine down and free its memory (before training, at the end of a run).
+    Returns whether there was one."""
+    keys = list(_ENGINES)
+    for key in keys:
+        _release(key)
+    return bool(keys)
+
+
+def kept_engines() -> list[str]:
+    """Models of the engines kept now (for tests and logs)."""
+    return [k.model for k in _ENGINES]
+
+
+def engine_for(key: EngineKey, gen, cache: Path, hf_config, trust_remote_code: bool = False, alongside: bool = False):
+    """The engine for ``key``: the kept one when it matches, else a new one. A new engine of the
+    pipeline frees the pipeline's previous one; one started ``alongside`` (a judge) frees
+    nothing, so the stage's generation engine stays usable. ``hf_config``: the model's
+    transformers config (sizes the CPU KV cache)."""
+    if key in _ENGINES:
+        return _ENGINES[key]
+    if not alongside:
+        for old in [k for k in _ENGINES if k not in _ALONGSIDE]:
+            _release(old)
     gpu = on_gpu()
     if not gpu:
         gib = gen.cpu_kvcache_gib or auto_kvcache_gib(hf_config, 2 if key.dtype != "float32" else 4, key.max_model_len)
@@ -176,7 +192,9 @@ def engine_for(key: EngineKey, gen, cache: Path, hf_config, trust_remote_code: b
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelError(f"vLLM cannot run {key.model}: {first} (use --generation.backend transformers)") from None
     log.info("vllm: engine for %s started in %.1fs", key.model, time.perf_counter() - t0)
-    _ENGINE = (key, llm)
+    _ENGINES[key] = llm
+    if alongside:
+        _ALONGSIDE.add(key)
     return llm
 
 
@@ -194,7 +212,8 @@ def _round_rank(r: int) -> int:
 class VLLMBackend(GenerationBackend):
     name = "vllm"
 
-    def __init__(self, loaded, gen, end_tokens: list[str] | None = None, progress: bool = True, desc: str = "generate"):
+    def __init__(self, loaded, gen, end_tokens: list[str] | None = None, progress: bool = True, desc: str = "generate",
+                 alongside: bool = False):
         from safetrigger.models import adapter_paths, cache_root, merged_checkpoint, pick_dtype, resolve_source
 
         cfg = loaded.config
@@ -230,7 +249,7 @@ class VLLMBackend(GenerationBackend):
         eager = gen.enforce_eager if gen.enforce_eager is not None else not gpu
         self.key = EngineKey(model, dtype, self.lora is not None, _round_rank(_lora_rank(adapters[0])) if self.lora else 0,
                              gen.tensor_parallel_size, gen.data_parallel_size, max_len, eager)
-        self.llm = engine_for(self.key, gen, cache_root(cfg), hf, cfg.trust_remote_code)
+        self.llm = engine_for(self.key, gen, cache_root(cfg), hf, cfg.trust_remote_code, alongside=alongside)
         self.end_ids = end_token_ids(self.tokenizer, end_tokens)
         self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
 

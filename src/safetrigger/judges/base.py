@@ -175,5 +175,6 @@ def judge_from_config(judge_cfg) -> Judge:
     """The judge a run config's ``judge`` section names, given the options it accepts (the
     section's other fields, e.g. ``threshold``, go to the judges that take them)."""
     accepted = judge_options(judge_cfg.name)
-    options = {k: v for k, v in asdict(judge_cfg).items() if k != "name" and k in accepted}
+    # None means "the judge's own default" (a section field such as model or engine left unset).
+    options = {k: v for k, v in asdict(judge_cfg).items() if k != "name" and k in accepted and v is not None}
     return make_judge(judge_cfg.name, **options)

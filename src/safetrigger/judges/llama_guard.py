@@ -157,6 +157,7 @@ class LlamaGuardJudge(Judge):
         api_key_env: str | None = DEFAULT_KEY_ENV,
         engine: str = "transformers",
         backend=None,
+        gpu_memory_utilization: float = 0.9,
     ):
         if not isinstance(model, str) or not model:
             raise ConfigError(f"judge llama-guard model must be a hub id or a directory, got {model!r}")
@@ -167,6 +168,10 @@ class LlamaGuardJudge(Judge):
         self.prompt = prompt
         self._prompt_id = prompt_id(prompt)  # fails now (ConfigError) if the prompt file is missing
         _body(prompt)
+        # engine vllm next to a generation engine on the same GPU: both shares must fit (e.g. 0.55 + 0.3).
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ConfigError(f"judge llama-guard gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization!r}")
+        self.gpu_memory_utilization = gpu_memory_utilization
         if engine not in ("transformers", "vllm"):
             raise ConfigError(f"judge llama-guard engine must be transformers or vllm, got {engine!r}")
         # backend: any GenerationBackend (tests, or one a caller already holds); engine vllm builds one.
@@ -213,7 +218,9 @@ class LlamaGuardJudge(Judge):
             # template chatml is only a placeholder: the prompt is rendered by build_prompt, byte for
             # byte Meta's template, and never through the tokenizer's chat template.
             loaded = load_model(ModelConfig(name_or_path=self.model, template="chatml", dtype=self.dtype, device=self.device), weights=False)
-            self._backend = make_backend(loaded, GenerationConfig(backend="vllm", batch_size=self.batch_size, progress=False), desc="llama-guard")
+            self._backend = make_backend(loaded, GenerationConfig(backend="vllm", batch_size=self.batch_size, progress=False,
+                                                                gpu_memory_utilization=self.gpu_memory_utilization),
+                                         desc="llama-guard", alongside=True)  # beside the stage's own engine
         return self._backend
 
     def _generate_with(self, backend, prompts: list[str]) -> list[tuple[str, float | None]]:

@@ -41,6 +41,8 @@ STAGES: dict[str, Callable[[RunConfig, RunStore], dict]] = {
     }.items()
 }
 TRAINING_STAGES = frozenset({"sft", "dpo"})
+SHARDABLE = ("generate", "trigger", "activation", "sample", "score")
+"""Stages that take ``--shard I/N``: they iterate pending rows keyed by stable ids (runstore.Shard)."""
 """Stages that train: a kept generation engine is freed before them (they need the memory)."""
 
 STAGE_HELP = {

@@ -54,8 +54,10 @@ def generate_stage(stage: str, cfg: RunConfig, model_cfg, queries, store: RunSto
     store.begin_stage(stage, asdict(cfg), settings)
     out = store.stage(stage)
     done = out.done_ids()
-    todo = [q for q in queries if any(sample_id(q.id, s) not in done for s in range(gen.num_samples))]
-    log.info("%s: %d queries, %d already done, %d to generate", stage, len(queries), len(queries) - len(todo), len(todo))
+    pending = [q for q in queries if any(sample_id(q.id, s) not in done for s in range(gen.num_samples))]
+    todo = [q for q in pending if out.owns(q.id)]  # --shard i/n: this process's share, by query (all its samples)
+    log.info("%s: %d queries, %d already done, %d to generate%s", stage, len(queries), len(queries) - len(pending), len(todo),
+             f" (shard {store.shard.label} of {len(pending)} pending)" if store.shard else "")
     if todo:
         generate_rows(stage, model_cfg, gen, todo, out, store, primer=primer)
     stats = generation_stats(out.rows())

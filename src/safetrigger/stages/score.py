@@ -128,7 +128,7 @@ def run_score(cfg: RunConfig, store: RunStore, *, judge=None, asker=None) -> dic
     out = store.stage(STAGE)
     done = out.done_ids()
     rows = src.rows()
-    todo = [r for r in rows if str(r["id"]) not in done]
+    todo = [r for r in rows if str(r["id"]) not in done and out.owns(str(r["id"]))]  # --shard i/n: this process's share
     log.info("%s: %d sampled responses, %d already scored, %d to score", STAGE, len(rows), len(rows) - len(todo), len(todo))
     if todo:
         if judge is None:

@@ -449,7 +449,7 @@ def run_trigger(cfg, store: RunStore, *, loaded=None, backend: GenerationBackend
     out = store.stage(STAGE)
     done = out.done_ids()
     rows = [r for r in src.rows() if r.get("category") in tcfg.categories]
-    todo = [r for r in rows if str(r["id"]) not in done]
+    todo = [r for r in rows if str(r["id"]) not in done and out.owns(str(r["id"]))]  # --shard i/n: this process's share
     log.info("%s: %d risky rows, %d already done, %d to run", STAGE, len(rows), len(rows) - len(todo), len(todo))
     if todo:
         _run_rows(cfg, tcfg, store, out, todo, template, pid, loaded, backend, judge)
