@@ -147,10 +147,23 @@ def cmd_stage(name: str, args) -> int:
     cfg = _load(args)
     if args.quiet:
         cfg.generation.progress = False
-    stats = STAGES[name](cfg, RunStore(cfg.run_dir))
+    with _writing(cfg.run_dir):
+        stats = STAGES[name](cfg, RunStore(cfg.run_dir))
     print(json.dumps({"stage": name, "run_dir": cfg.run_dir, "rows": stats.get("rows")}))
     _print_results(stats)
     return 0
+
+
+def _writing(run_dir):
+    """The run dir's lock (one writing process at a time; see safetrigger.locks). Under
+    ``accelerate launch`` only rank 0 takes it: the other ranks are the same run."""
+    from contextlib import nullcontext
+
+    from safetrigger.locks import run_dir_lock
+
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return nullcontext()
+    return run_dir_lock(run_dir)
 
 
 def _print_results(stats: dict) -> None:
@@ -165,7 +178,8 @@ def cmd_probe(args) -> int:
     cfg = _load(args)
     if args.quiet:
         cfg.generation.progress = False
-    result = run_probe(cfg, RunStore(cfg.run_dir), model=args.model)
+    with _writing(cfg.run_dir):
+        result = run_probe(cfg, RunStore(cfg.run_dir), model=args.model)
     print(result["verdict"])
     print(f"probe: {result['path']}")
     return 0
@@ -173,7 +187,6 @@ def cmd_probe(args) -> int:
 
 def cmd_run(args) -> int:
     from safetrigger.config import ConfigError
-    from safetrigger.runstore import RunStore
     from safetrigger.stages import STAGES
 
     cfg = _load(args)
@@ -182,10 +195,17 @@ def cmd_run(args) -> int:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) in config.stages: {', '.join(unknown)} (available: {', '.join(STAGES)})")
+    with _writing(cfg.run_dir):
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg) -> int:
     from safetrigger.generation import release_engines
-    from safetrigger.stages import TRAINING_STAGES
+    from safetrigger.runstore import RunStore
+    from safetrigger.stages import STAGES, TRAINING_STAGES
 
     store = RunStore(cfg.run_dir)
+    stats: dict = {}
     for name in cfg.stages:
         t0 = time.perf_counter()
         if name in TRAINING_STAGES and release_engines():  # one engine per model is kept across stages until then

@@ -1,5 +1,5 @@
 """Reading JSONL (query files, stage artifacts, training sets) with errors that name file and line,
-and writing files atomically.
+and writing whole JSONL files atomically (see safetrigger.atomic).
 
 A bad line is a user-fixable problem, so it becomes a one-line DataError ("line 3 of X is not
 valid JSON (...); fix or remove the line"), never a traceback. ``repair_tail`` tolerates the
@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
+from safetrigger.atomic import atomic_write  # noqa: F401  (re-exported: older imports)
 from safetrigger.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -46,19 +46,6 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[t
         if not isinstance(obj, dict):
             raise DataError(f"line {n} of {path} is not a JSON object (got {type(obj).__name__}); fix or remove the line")
         yield n, obj
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` whole or not at all (tmp + fsync + rename): a reader
-    or a kill never sees half a data set, manifest, table or page."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:

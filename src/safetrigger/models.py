@@ -21,6 +21,7 @@ from pathlib import Path
 from safetrigger.chat_templates import FAMILIES, apply_template, detect_family
 from safetrigger.config import ModelConfig
 from safetrigger.errors import ModelError
+from safetrigger.locks import build_once
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +70,28 @@ def convert_gguf(gguf: Path, cache: Path) -> Path:
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
     out = cache / "models" / f"{gguf.stem}-{key}"
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return out
-    log.info("converting %s to %s (once)", gguf.name, out)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # Dequantized weights are plain floats; drop the quantization marks that block saving/training.
-    model.config.quantization_config = None
-    if hasattr(model.config, "__dict__"):
-        model.config.__dict__.pop("quantization_config", None)
-    model.hf_quantizer = None
-    model.is_quantized = False
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: a killed conversion never leaves a half-written cache entry
-    return out
+
+    def build(tmp: Path) -> None:
+        log.info("converting %s to %s (once)", gguf.name, out)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # Dequantized weights are plain floats; drop the quantization marks that block saving/training.
+        model.config.quantization_config = None
+        if hasattr(model.config, "__dict__"):
+            model.config.__dict__.pop("quantization_config", None)
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    # One process converts while the others (accelerate launch, a sweep) wait; a killed
+    # conversion never leaves a half-written cache entry.
+    return build_once(out, build, is_checkpoint)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """A saved transformers checkpoint: config.json and safetensors weights."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
 def resolve_source(cfg: ModelConfig) -> Path | str:
@@ -226,20 +233,13 @@ def merged_checkpoint(cfg: ModelConfig) -> Path:
             h.update(f.name.encode())
             h.update(f.read_bytes())
     out = cache_root(cfg) / "merged" / h.hexdigest()[:16]
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return out
-    loaded = load_model(dataclasses.replace(cfg, merge_adapter=True, dtype="float32", device="cpu"))
-    model = loaded.model
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # per process: two writers never share a half-written dir
-    model.save_pretrained(tmp)
-    loaded.tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process finished first: its copy is as good
-        import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    def build(tmp: Path) -> None:
+        loaded = load_model(dataclasses.replace(cfg, merge_adapter=True, dtype="float32", device="cpu"))
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+
+    return build_once(out, build, is_checkpoint)
 
 
 def adapter_paths(adapter: str | None) -> list[str]:

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Iterable
 
 from safetrigger.errors import DataError, SafeTriggerError
-from safetrigger.jsonl import atomic_write, read_jsonl
+from safetrigger.atomic import WRITE_ERRNOS, write_error, write_json
+from safetrigger.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,18 @@ class StageFile:
             return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
-        with self.path.open("a", encoding="utf-8") as f:
-            for row in fresh:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        # One write of whole lines: a kill leaves at most a torn last line, cut off by _repair.
+        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in fresh).encode("utf-8")
+        try:
+            with self.path.open("ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS:
+                self._ids = None  # the rows may be partly on disk: re-read (and repair) next time
+                raise write_error(self.path, e) from None
+            raise
         return len(fresh)
 
 
@@ -120,8 +128,7 @@ class RunStore:
 
     def _write_manifest(self, m: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.manifest_path) as f:
-            f.write(json.dumps(m, indent=2, ensure_ascii=False, default=str))
+        write_json(self.manifest_path, m)
 
     def begin_stage(self, name: str, config: dict, fingerprint_of: dict, extra: dict | None = None) -> None:
         """Record the stage's start. ``fingerprint_of`` holds the settings that determine its
@@ -153,7 +160,7 @@ class RunStore:
 
     def finish_stage(self, name: str, stats: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.stats_path(name).write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str))
+        write_json(self.stats_path(name), stats)
         m = self.manifest()
         stage = m.setdefault("stages", {}).setdefault(name, {})
         stage.update({"status": "done", "finished": _now(), "rows": stats.get("rows")})
