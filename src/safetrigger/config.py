@@ -299,7 +299,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         try:
             out = tp(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r}") from None
+            raise ConfigError(f"config key '{key}' must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
         if tp is int and isinstance(value, float) and value != out:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return out

@@ -19,6 +19,10 @@ from safetrigger.errors import DataError
 
 log = logging.getLogger(__name__)
 
+# No row of this toolkit comes near this (a 32k-token reply is ~150 k characters): a longer
+# line is a broken file, refused by name instead of parsed into memory.
+MAX_LINE_CHARS = 16 * 2**20
+
 
 def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line."""
@@ -36,6 +40,9 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[t
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE_CHARS and not (repair_tail and torn and n == len(lines)):
+            raise DataError(f"line {n} of {path} is {len(line) / 2**20:.1f} M characters long (limit {MAX_LINE_CHARS // 2**20} M): "
+                            f"a file joined without newlines or a binary blob? fix or remove the line")
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
