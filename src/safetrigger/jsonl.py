@@ -28,7 +28,7 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[t
     """Yield (line number, object) for each non-blank line."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise DataError(f"file not found: {path}")
+        raise DataError(f"file not found: {path}; check the path (relative paths start from the current directory)")
     with open(path, "rb") as f:
         data = f.read()
     try:

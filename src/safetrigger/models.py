@@ -102,16 +102,16 @@ def resolve_source(cfg: ModelConfig) -> Path | str:
     path = Path(src).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelError(f"GGUF file not found: {path}")
+            raise ModelError(f"GGUF file not found: {path}; check the path, or give a model directory or hub id")
         return convert_gguf(path, cache_root(cfg))
     if cfg.gguf_file:
         gguf = path / cfg.gguf_file
         if not gguf.is_file():
-            raise ModelError(f"GGUF file not found: {gguf}")
+            raise ModelError(f"GGUF file not found: {gguf}; check model.gguf_file against the files in {path}")
         return convert_gguf(gguf, cache_root(cfg))
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelError(f"{path} exists but has no config.json: not a transformers model directory")
+            raise ModelError(f"{path} exists but has no config.json: not a transformers model directory; point model.name_or_path at the folder that holds config.json")
         return path
     if src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise ModelError(f"model path not found: {src} (give a local directory, a .gguf file, a hub id, or 'embedded')")

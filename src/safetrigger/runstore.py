@@ -64,7 +64,7 @@ class StageFile:
             self._ids = set()
             for n, row in enumerate(self.rows(), 1):
                 if "id" not in row:
-                    raise DataError(f"row {n} of {self.path} has no 'id' field")
+                    raise DataError(f"row {n} of {self.path} has no 'id' field; the file was edited or corrupted: restore it, or delete it to redo the stage")
                 self._ids.add(str(row["id"]))
         return self._ids
 
