@@ -293,7 +293,7 @@ def load_adapter(model, adapter: str | Path, merge: bool = False):
 
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
-        raise ModelError(f"no LoRA adapter at {path} (expected adapter_config.json)")
+        raise ModelError(f"no LoRA adapter at {path} (expected adapter_config.json); point model.adapter at a folder the sft or dpo stage wrote, e.g. runs/demo/sft/adapter")
     try:
         made_for = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:

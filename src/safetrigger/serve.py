@@ -297,8 +297,11 @@ def create_app(loaded, backend, gen, system: str | None, model_name: str, api_ke
         lengths = [len(loaded.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
         for k in lengths:
             check_length(k, params.max_new_tokens)
-        extra = (lambda stop: {"should_stop": stop}) if backend.streams_tokens else (lambda stop: {})
-        outs = await engine.run(lambda stop: backend.complete(prompts, params, req.n, **extra(stop)))
+        def job(should_stop):
+            stop_kw = {"should_stop": should_stop} if backend.streams_tokens else {}
+            return backend.complete(prompts, params, req.n, **stop_kw)
+
+        outs = await engine.run(job)
         choices, used = [], 0
         for i, row in enumerate(outs):
             for s, c in enumerate(row):
