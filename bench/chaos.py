@@ -1,6 +1,7 @@
 """Chaos: SIGKILL each demo stage at random moments, re-run it, check every invariant.
 
-For each stage (default: generate, build-sft, sft with merged weights, report) on a tiny random
+For each stage (default: generate, trigger with its judge, build-sft, sft with merged weights,
+activation, sample, score, report) on a tiny random
 model (tests/tiny.py):
 
 1. run it once uninterrupted in a reference run dir (timing it);
@@ -18,7 +19,7 @@ model (tests/tiny.py):
    * ``equal``    outputs equal the uninterrupted run's where the stage is deterministic
                   (greedy generation, data building); "n/a" for training and the report.
 
-    python bench/chaos.py [--stages generate,build-sft,sft,report] [--kills 5] [--seed 0]
+    python bench/chaos.py [--stages generate,trigger,build-sft,sft,activation,sample,score,report] [--kills 5] [--seed 0]
 
 Prints a table (stage x kills x invariants) and exits 1 if any invariant failed. tests/test_chaos.py
 runs a fast subset in CI (the run store's writes, SIGKILLed in a child process).
@@ -42,8 +43,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
-STAGE_FILES = {"generate": "generate.jsonl", "build-sft": "sft.jsonl", "sft": None, "report": None}
-DETERMINISTIC = {"generate": ["generate.jsonl"], "build-sft": ["sft.jsonl", "sft_dropped.jsonl"]}
+STAGE_FILES = {"generate": "generate.jsonl", "trigger": "trigger.jsonl", "build-sft": "sft.jsonl", "sft": None, "activation": "activation.jsonl",
+               "sample": "sample.jsonl", "score": "score.jsonl", "report": None}
+# Greedy generation and data building. Sampled stages (trigger's retries, sample at temperature
+# 1) batch differently when resumed, so they and score (which grades the samples) are checked
+# for ids, not equality.
+DETERMINISTIC = {"generate": ["generate.jsonl"], "build-sft": ["sft.jsonl", "sft_dropped.jsonl"], "activation": ["activation.jsonl"]}
 VOLATILE = ("seconds", "time", "latency", "started", "finished", "created")
 ASSISTANT = "<think>\nLet me think step by step about the request.\n</think>\n\n<safe>\nCore issue: the request asks for harmful instructions.\n</safe>\n\nI can't help with that, but here is a safer alternative."
 
@@ -140,7 +145,10 @@ def stage_argv(stage: str, run_dir: Path, model: Path) -> list[str]:
             "--generation.thinking_budget", "12", "--generation.max_new_tokens", "12", "--generation.temperature", "0",
             "--data.pool", "{'general:train': 8, 'harmful:train': 6, 'jailbreak:train': 2}", "--data.max_query_chars", "600",
             "--sft.use_lora", "true", "--sft.lora_r", "4", "--sft.lora_alpha", "8", "--sft.max_steps", "12",
-            "--sft.save_steps", "2", "--sft.per_device_batch_size", "2", "--sft.save_merged", "true"]
+            "--sft.save_steps", "2", "--sft.per_device_batch_size", "2", "--sft.save_merged", "true",
+            "--trigger.max_attempts", "2", "--trigger.thinking_budget", "8", "--trigger.safe_budget", "8", "--judge.batch_size", "2",
+            "--activation.pool", "{'harmful:eval': 4, 'general:eval': 4}",
+            "--sample.pool", "{'jailbreak:train': 4}", "--sample.num_samples", "2", "--score.batch_size", "2"]
 
 
 def env() -> dict:
@@ -195,7 +203,7 @@ def chaos_stage(stage: str, before: Path, ref: Path, model: Path, kills: int, rn
     if sf:
         checks["ids"] = ids_complete(target / sf, ids_of(ref / sf))
     if stage != "report":
-        checks["manifest"] = manifest_agrees(target, stage, sf)
+        checks["manifest"] = manifest_agrees(target, stage.replace("-", "_"), sf)
     if stage == "sft":
         checks["loads"] = weights_load(target, model)
     if stage == "report":
@@ -219,7 +227,7 @@ def table(results: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stages", default="generate,build-sft,sft,report")
+    ap.add_argument("--stages", default="generate,trigger,build-sft,sft,activation,sample,score,report")
     ap.add_argument("--kills", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", help="working folder (default: a temporary one)")
