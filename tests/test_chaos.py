@@ -53,7 +53,7 @@ def _run(run_dir: Path, kill_at: float | None = None) -> bool:
         return True
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0])
 def test_run_store_survives_sigkill_anywhere(tmp_path, seed):
     ref = tmp_path / "ref"
     t0 = time.perf_counter()
