@@ -184,19 +184,25 @@ def chaos_stage(stage: str, before: Path, ref: Path, model: Path, kills: int, rn
     target = work / f"chaos-{stage}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(before, target)
+    fresh = True  # target holds the state before the stage (nothing of it done yet)
     while done_kills < kills and attempts < 4 * kills:
         attempts += 1
         at = rng.uniform(min(t_start, 0.8 * t_ref), t_ref)
         started = time.perf_counter()
-        p = subprocess.Popen(stage_argv(stage, target, model), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(stage_argv(stage, target, model), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             p.wait(timeout=at)
-            # Finished before its kill (the machine got faster, or little was left to do): aim
-            # the next kills inside this shorter run and start over from the state before the stage.
-            t_ref = min(t_ref, time.perf_counter() - started)
+            if p.returncode != 0:
+                raise SystemExit(f"{stage} failed ({p.returncode}) after a kill: {p.stderr.read().strip()[-800:]}")
+            # Finished before its kill. From a fresh state that means the machine got faster:
+            # aim the next kills inside this shorter run (a resumed run is short by design).
+            if fresh:
+                t_ref = min(t_ref, time.perf_counter() - started)
             shutil.rmtree(target)
             shutil.copytree(before, target)
+            fresh = True
         except subprocess.TimeoutExpired:
+            fresh = False
             p.send_signal(signal.SIGKILL)
             p.wait()
             done_kills += 1
