@@ -39,7 +39,7 @@ def test_dict_override_replaces_pool():
     "overrides, message",
     [
         (["--generation.batchsize", "3"], "unknown config key 'generation.batchsize' (did you mean 'generation.batch_size'?)"),
-        (["--generation.batch_size", "abc"], "config key 'generation.batch_size' must be int"),
+        (["--generation.batch_size", "abc"], "config key 'generation.batch_size' must be an integer"),
         (["--generation.batch_size", "2.5"], "must be an integer"),
         (["--model.merge_adapter", "maybe"], "must be true or false"),
         (["--model", "x"], "must be a mapping of ModelConfig fields"),

@@ -190,7 +190,7 @@ def test_unsupported_architecture_is_one_clear_error(tmp_path, mcfg):
     cfg["architectures"] = ["NoSuchModelForCausalLM"]
     (d / "config.json").write_text(json.dumps(cfg))
     odd = dataclasses.replace(mcfg, name_or_path=str(d))
-    with pytest.raises(ModelError, match="vLLM cannot run"):
+    with pytest.raises(ModelError, match="does not support the architecture NoSuchModelForCausalLM .*use --generation.backend transformers"):
         VLLMBackend(load_model(odd, weights=False), GenerationConfig(backend="vllm", progress=False))
 
 

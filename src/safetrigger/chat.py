@@ -29,12 +29,12 @@ def render_messages(tokenizer, messages: list[dict], system: str | None, reasoni
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, open_think=reasoning != "off")
 
 
-def respond(loaded, backend, gen, messages: list[dict], system: str | None, num_samples: int = 1):
+def respond(loaded, backend, gen, messages: list[dict], system: str | None, num_samples: int = 1, should_stop=None):
     """``num_samples`` replies (generation.reasoning.Response) to a conversation."""
     from safetrigger.generation import generate_responses
 
     prompt = render_messages(loaded.tokenizer, messages, system, loaded.reasoning)
-    (row,) = generate_responses(backend, [prompt], gen, loaded.reasoning, num_samples)
+    (row,) = generate_responses(backend, [prompt], gen, loaded.reasoning, num_samples, should_stop=should_stop)
     return row
 
 

@@ -168,10 +168,26 @@ def cmd_stage(name: str, args) -> int:
     if args.quiet:
         cfg.generation.progress = False
     shard = Shard.parse(getattr(args, "shard", None))
-    stats = STAGES[name](cfg, RunStore(cfg.run_dir, shard=shard))
+    with _writing(cfg.run_dir, shard):
+        stats = STAGES[name](cfg, RunStore(cfg.run_dir, shard=shard))
     print(json.dumps({"stage": name, "run_dir": cfg.run_dir, "rows": stats.get("rows"), **({"shard": shard.label} if shard else {})}))
     _print_results(stats)
     return 0
+
+
+def _writing(run_dir, shard=None):
+    """The run dir's lock (one writing process at a time; see safetrigger.locks). Under
+    ``accelerate launch`` only rank 0 takes it: the other ranks are the same run. A ``--shard``
+    process takes its shard's own lock: the shards of one stage run side by side."""
+    from contextlib import nullcontext
+
+    from safetrigger.locks import run_dir_lock
+
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return nullcontext()
+    if shard is not None:
+        return run_dir_lock(run_dir, f".safetrigger.shard-{shard.index}-of-{shard.count}.lock")
+    return run_dir_lock(run_dir)
 
 
 def _print_results(stats: dict) -> None:
@@ -186,7 +202,8 @@ def cmd_probe(args) -> int:
     cfg = _load(args)
     if args.quiet:
         cfg.generation.progress = False
-    result = run_probe(cfg, RunStore(cfg.run_dir), model=args.model)
+    with _writing(cfg.run_dir):
+        result = run_probe(cfg, RunStore(cfg.run_dir), model=args.model)
     print(result["verdict"])
     print(f"probe: {result['path']}")
     return 0
@@ -194,7 +211,6 @@ def cmd_probe(args) -> int:
 
 def cmd_run(args) -> int:
     from safetrigger.config import ConfigError
-    from safetrigger.runstore import RunStore
     from safetrigger.stages import STAGES
 
     cfg = _load(args)
@@ -203,10 +219,17 @@ def cmd_run(args) -> int:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise ConfigError(f"unknown stage(s) in config.stages: {', '.join(unknown)} (available: {', '.join(STAGES)})")
+    with _writing(cfg.run_dir):
+        return _run_stages(cfg)
+
+
+def _run_stages(cfg) -> int:
     from safetrigger.generation import release_engines
-    from safetrigger.stages import TRAINING_STAGES
+    from safetrigger.runstore import RunStore
+    from safetrigger.stages import STAGES, TRAINING_STAGES
 
     store = RunStore(cfg.run_dir)
+    stats: dict = {}
     for name in cfg.stages:
         t0 = time.perf_counter()
         if name in TRAINING_STAGES and release_engines():  # one engine per model is kept across stages until then

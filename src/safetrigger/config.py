@@ -260,6 +260,20 @@ class ProbeConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``safetrigger serve``: limits that keep one server up under load and garbage (past them: an OpenAI-style 4xx)."""
+
+    max_body_bytes: int = opt(1_048_576, "Largest request body in bytes (413 past it).")
+    max_tokens: int = opt(4096, "Largest max_tokens / max_completion_tokens / thinking_budget a request may ask for (400 past it).")
+    max_messages: int = opt(256, "Most messages in one chat request (400 past it).")
+    max_prompts: int = opt(32, "Most prompts in one /v1/completions request (400 past it).")
+    max_n: int = opt(16, "Most choices (n) per request (400 past it).")
+    max_stop: int = opt(4, "Most stop strings per request, as OpenAI (400 past it).")
+    max_queue: int = opt(16, "Requests that may wait while one is generated; one more gets 429 at once (no request blocks forever behind the lock).")
+    request_timeout: float = opt(300.0, "Seconds a request may wait plus generate; a queued one past it is dropped (503), a generating one answered 504.")
+
+
+@dataclass
 class RunConfig:
     """One pipeline run: model, data, generation, judging, and where artifacts go."""
 
@@ -280,6 +294,7 @@ class RunConfig:
     dpo: DPOConfig = opt(help="Stage 2: Safe Trigger DPO (LoRA) settings; reference = ST-S.", factory=DPOConfig)
     eval: EvalConfig = opt(help="Evaluation: models x benchmarks x judges (`safetrigger eval`).", factory=EvalConfig)
     probe: ProbeConfig = opt(help="Latent safety awareness probe (`safetrigger probe`).", factory=ProbeConfig)
+    serve: ServeConfig = opt(help="Limits of `safetrigger serve` (body size, tokens, messages, n, queue, timeout).", factory=ServeConfig)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -324,7 +339,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         try:
             out = tp(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"config key '{key}' must be {tp.__name__}, got {value!r}") from None
+            raise ConfigError(f"config key '{key}' must be {'an integer' if tp is int else 'a number'}, got {value!r}") from None
         if tp is int and isinstance(value, float) and value != out:
             raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return out

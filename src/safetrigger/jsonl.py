@@ -1,5 +1,5 @@
 """Reading JSONL (query files, stage artifacts, training sets) with errors that name file and line,
-and writing files atomically.
+and writing whole JSONL files atomically (see safetrigger.atomic).
 
 A bad line is a user-fixable problem, so it becomes a one-line DataError ("line 3 of X is not
 valid JSON (...); fix or remove the line"), never a traceback. ``repair_tail`` tolerates the
@@ -11,20 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
+from safetrigger.atomic import atomic_write  # noqa: F401  (re-exported: older imports)
 from safetrigger.errors import DataError
 
 log = logging.getLogger(__name__)
+
+# No row of this toolkit comes near this (a 32k-token reply is ~150 k characters): a longer
+# line is a broken file, refused by name instead of parsed into memory.
+MAX_LINE_CHARS = 16 * 2**20
 
 
 def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise DataError(f"file not found: {path}")
+        raise DataError(f"file not found: {path}; check the path (relative paths start from the current directory)")
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -36,6 +40,9 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[t
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if len(line) > MAX_LINE_CHARS and not (repair_tail and torn and n == len(lines)):
+            raise DataError(f"line {n} of {path} is {len(line) / 2**20:.1f} M characters long (limit {MAX_LINE_CHARS // 2**20} M): "
+                            f"a file joined without newlines or a binary blob? fix or remove the line")
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
@@ -46,19 +53,6 @@ def read_jsonl(path: str | os.PathLike, repair_tail: bool = False) -> Iterator[t
         if not isinstance(obj, dict):
             raise DataError(f"line {n} of {path} is not a JSON object (got {type(obj).__name__}); fix or remove the line")
         yield n, obj
-
-
-@contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` whole or not at all (tmp + fsync + rename): a reader
-    or a kill never sees half a data set, manifest, table or page."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from safetrigger.chat_templates import FAMILIES, apply_template, detect_family
 from safetrigger.config import ModelConfig
 from safetrigger.errors import ModelError
+from safetrigger.locks import build_once
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +70,28 @@ def convert_gguf(gguf: Path, cache: Path) -> Path:
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
     out = cache / "models" / f"{gguf.stem}-{key}"
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return out
-    log.info("converting %s to %s (once)", gguf.name, out)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # Dequantized weights are plain floats; drop the quantization marks that block saving/training.
-    model.config.quantization_config = None
-    if hasattr(model.config, "__dict__"):
-        model.config.__dict__.pop("quantization_config", None)
-    model.hf_quantizer = None
-    model.is_quantized = False
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: a killed conversion never leaves a half-written cache entry
-    return out
+
+    def build(tmp: Path) -> None:
+        log.info("converting %s to %s (once)", gguf.name, out)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # Dequantized weights are plain floats; drop the quantization marks that block saving/training.
+        model.config.quantization_config = None
+        if hasattr(model.config, "__dict__"):
+            model.config.__dict__.pop("quantization_config", None)
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    # One process converts while the others (accelerate launch, a sweep) wait; a killed
+    # conversion never leaves a half-written cache entry.
+    return build_once(out, build, is_checkpoint)
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """A saved transformers checkpoint: config.json and safetensors weights."""
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
 def resolve_source(cfg: ModelConfig) -> Path | str:
@@ -95,16 +102,16 @@ def resolve_source(cfg: ModelConfig) -> Path | str:
     path = Path(src).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelError(f"GGUF file not found: {path}")
+            raise ModelError(f"GGUF file not found: {path}; check the path, or give a model directory or hub id")
         return convert_gguf(path, cache_root(cfg))
     if cfg.gguf_file:
         gguf = path / cfg.gguf_file
         if not gguf.is_file():
-            raise ModelError(f"GGUF file not found: {gguf}")
+            raise ModelError(f"GGUF file not found: {gguf}; check model.gguf_file against the files in {path}")
         return convert_gguf(gguf, cache_root(cfg))
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelError(f"{path} exists but has no config.json: not a transformers model directory")
+            raise ModelError(f"{path} exists but has no config.json: not a transformers model directory; point model.name_or_path at the folder that holds config.json")
         return path
     if src.startswith((".", "/", "~")) or src.count("/") != 1:
         raise ModelError(f"model path not found: {src} (give a local directory, a .gguf file, a hub id, or 'embedded')")
@@ -114,11 +121,45 @@ def resolve_source(cfg: ModelConfig) -> Path | str:
 def pick_device(name: str) -> str:
     import torch
 
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = name.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and not index.isdigit()):
+        raise ModelError(f"unknown model.device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"model.device is {name} but torch sees no CUDA GPU here; use --model.device cpu (or auto)")
+    if kind == "cuda" and index and int(index) >= torch.cuda.device_count():
+        raise ModelError(f"model.device is {name} but only {torch.cuda.device_count()} GPU(s) are visible; use cuda:0..")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(f"model.device is mps but this torch has no MPS (Apple GPU) support; use --model.device cpu (or auto)")
+    return name
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "*.tiktoken")
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def check_local_checkpoint(path: Path, trust_remote_code: bool) -> None:
+    """A local model directory that transformers would fail on deep inside: no weights, a
+    config.json that is not JSON, or an architecture this transformers does not know."""
+    import json
+
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"{path / 'config.json'} is not valid JSON ({e}); restore the file from the model's source") from None
+    if not any(any(path.glob(p)) for p in WEIGHT_FILES):
+        raise ModelError(f"{path} has a config.json but no weights (*.safetensors or pytorch_model.bin); "
+                         f"download the full checkpoint into it, or point model.name_or_path at one")
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind and not trust_remote_code:
+        from transformers import CONFIG_MAPPING
+
+        if kind not in CONFIG_MAPPING:
+            import transformers
+
+            raise ModelError(f"{path} is a '{kind}' model, which transformers {transformers.__version__} does not know; "
+                             f"upgrade transformers, or set model.trust_remote_code true if the repo ships its own code and you trust it")
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -148,6 +189,8 @@ def load_tokenizer(cfg: ModelConfig, source: Path | str | None = None):
     from transformers import AutoTokenizer
 
     source = source if source is not None else resolve_source(cfg)
+    if Path(source).is_dir() and not any(any(Path(source).glob(p)) for p in TOKENIZER_FILES):
+        raise ModelError(f"{source} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy them from the model's source")
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
@@ -191,10 +234,12 @@ def load_model(cfg: ModelConfig, for_training: bool = False, weights: bool = Tru
         return LoadedModel(None, tok, family, reasoning_mode(cfg, family), identity, cfg)
     device = pick_device(cfg.device)
     dtype = pick_dtype(cfg.dtype, device)
+    if Path(source).is_dir():
+        check_local_checkpoint(Path(source), cfg.trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-    except OSError as e:
-        raise ModelError(f"cannot load model '{source}': {str(e).splitlines()[0]}") from None
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load model '{source}': {(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
     adapters = adapter_paths(cfg.adapter)
     for i, path in enumerate(adapters):  # stacked (ST-D = base + SFT adapter + DPO adapter): all but the last merged
         model = load_adapter(model, path, merge=cfg.merge_adapter or i < len(adapters) - 1)
@@ -226,20 +271,13 @@ def merged_checkpoint(cfg: ModelConfig) -> Path:
             h.update(f.name.encode())
             h.update(f.read_bytes())
     out = cache_root(cfg) / "merged" / h.hexdigest()[:16]
-    if (out / "config.json").is_file() and any(out.glob("*.safetensors")):
-        return out
-    loaded = load_model(dataclasses.replace(cfg, merge_adapter=True, dtype="float32", device="cpu"))
-    model = loaded.model
-    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # per process: two writers never share a half-written dir
-    model.save_pretrained(tmp)
-    loaded.tokenizer.save_pretrained(tmp)
-    try:
-        tmp.rename(out)
-    except OSError:  # another process finished first: its copy is as good
-        import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    def build(tmp: Path) -> None:
+        loaded = load_model(dataclasses.replace(cfg, merge_adapter=True, dtype="float32", device="cpu"))
+        loaded.model.save_pretrained(tmp)
+        loaded.tokenizer.save_pretrained(tmp)
+
+    return build_once(out, build, is_checkpoint)
 
 
 def adapter_paths(adapter: str | None) -> list[str]:
@@ -251,8 +289,20 @@ def load_adapter(model, adapter: str | Path, merge: bool = False):
     """Attach a LoRA adapter directory; optionally merge it into the base weights."""
     from peft import PeftModel
 
+    import json
+
     path = Path(adapter)
     if not (path / "adapter_config.json").is_file():
-        raise ModelError(f"no LoRA adapter at {path} (expected adapter_config.json)")
-    model = PeftModel.from_pretrained(model, str(path))
+        raise ModelError(f"no LoRA adapter at {path} (expected adapter_config.json); point model.adapter at a folder the sft or dpo stage wrote, e.g. runs/demo/sft/adapter")
+    try:
+        made_for = json.loads((path / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise ModelError(f"{path / 'adapter_config.json'} is not a valid adapter config ({e}); re-save the adapter") from None
+    try:
+        model = PeftModel.from_pretrained(model, str(path))
+    except (RuntimeError, ValueError, KeyError) as e:  # size mismatch, target modules absent: another base
+        first = (str(e).strip().splitlines() or [type(e).__name__])
+        detail = next((x.strip() for x in first if "size mismatch" in x), first[0].strip())[:200]
+        raise ModelError(f"adapter {path} does not fit this model (it was made for {made_for or 'another base'}: {detail}); "
+                         f"load it on the base model it was trained on") from None
     return model.merge_and_unload() if merge else model

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from safetrigger.errors import ConfigError, DataError, SafeTriggerError
-from safetrigger.jsonl import atomic_write, read_jsonl
+from safetrigger.atomic import WRITE_ERRNOS, write_error, write_json
+from safetrigger.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ class StageFile:
             self._ids = set()
             for n, row in enumerate(self.rows(), 1):
                 if "id" not in row:
-                    raise DataError(f"row {n} of {self.path} has no 'id' field")
+                    raise DataError(f"row {n} of {self.path} has no 'id' field; the file was edited or corrupted: restore it, or delete it to redo the stage")
                 self._ids.add(str(row["id"]))
         return self._ids
 
@@ -162,11 +163,18 @@ class StageFile:
         target = self.write_path
         target.parent.mkdir(parents=True, exist_ok=True)
         self._repair(target)
-        with target.open("a", encoding="utf-8") as f:
-            for row in fresh:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        # One write of whole lines: a kill leaves at most a torn last line, cut off by _repair.
+        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in fresh).encode("utf-8")
+        try:
+            with target.open("ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno in WRITE_ERRNOS:
+                self._ids = None  # the rows may be partly on disk: re-read (and repair) next time
+                raise write_error(target, e) from None
+            raise
         return len(fresh)
 
     def merge_shards(self) -> int:
@@ -259,8 +267,7 @@ class RunStore:
 
     def _write_manifest(self, m: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.manifest_path) as f:
-            f.write(json.dumps(m, indent=2, ensure_ascii=False, default=str))
+        write_json(self.manifest_path, m)
 
     def begin_stage(self, name: str, config: dict, fingerprint_of: dict, extra: dict | None = None) -> None:
         """Record the stage's start. ``fingerprint_of`` holds the settings that determine its
@@ -334,7 +341,7 @@ class RunStore:
         moved = self.stage(name).merge_shards()
         if moved:
             log.info("%s: %d rows of shard files merged into %s.jsonl", name, moved, name)
-        self.stats_path(name).write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str))
+        write_json(self.stats_path(name), stats)
         with _lock(self.dir / "manifest.lock"):
             m = self.manifest()
             stage = m.setdefault("stages", {}).setdefault(name, {})

@@ -51,5 +51,5 @@ def load_jsonl_queries(path: str | os.PathLike, category: str, *, source: str | 
         out.append(Query(id=qid, text=text, category=category, source=source,
                          set_name=f"file:{path}", split=split, meta=meta))
     if not out:
-        raise DataError(f"query file {path} has no rows")
+        raise DataError(f"query file {path} has no rows; add queries (one JSON object per line) or drop it from the pool")
     return out

@@ -204,10 +204,11 @@ def run_capability(lm, tasks: Sequence[str], *, limit: int | float | None = None
 def write_outputs(out_dir: Path, summary: dict[str, Any], samples: dict[str, list], records: list[dict]) -> None:
     """``results.json``, ``samples_<task>.jsonl`` (what lm-eval scored) and ``reasoning.jsonl``
     (every generation with its reasoning, for inspection)."""
+    from ..atomic import write_json
     from ..jsonl import write_jsonl
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json(out_dir / "results.json", summary)
     for task, rows in samples.items():
         write_jsonl(out_dir / f"samples_{task}.jsonl", (json.loads(json.dumps(r, default=str)) for r in rows))
     write_jsonl(out_dir / "reasoning.jsonl", records)

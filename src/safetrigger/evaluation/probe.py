@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 
+from safetrigger.atomic import write_json
 from safetrigger.config import RunConfig
 from safetrigger.errors import ConfigError, DataError
 from safetrigger.evaluation import metrics
@@ -145,5 +146,5 @@ def run_probe(cfg: RunConfig, store: RunStore, model: str | None = None, scorer=
     result["verdict"] = verdict_line(result, p.min_auroc)
     path = edir.root / "probe.json"
     edir.root.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    write_json(path, result)
     return {**result, "path": str(path)}

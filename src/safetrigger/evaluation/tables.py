@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from safetrigger.evaluation.benchmarks import GROUPS
-from safetrigger.jsonl import atomic_write
+from safetrigger.atomic import atomic_write
 from safetrigger.statistics import ALPHA, SIG_MARK, format_p
 
 CSV_FIELDS = ["model", "benchmark", "group", "metric", "judge", "value", "n", "count", "ci_low", "ci_high", "undecided",

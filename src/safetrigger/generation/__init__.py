@@ -14,6 +14,7 @@ def make_backend(loaded, gen, desc: str = "generate", alongside: bool = False) -
     from safetrigger.chat_templates import FAMILIES
     from safetrigger.errors import ConfigError
 
+    check_generation(gen)
     if gen.backend == "transformers":
         from safetrigger.generation.transformers_backend import TransformersBackend
 
@@ -35,6 +36,23 @@ def make_backend(loaded, gen, desc: str = "generate", alongside: bool = False) -
 
         return OpenAIBackend(OpenAIClient.from_config(gen), progress=gen.progress, desc=desc)
     raise ConfigError(f"unknown generation.backend '{gen.backend}' (available: transformers, vllm, openai)")
+
+
+def check_generation(gen) -> None:
+    """Refuse sampling settings no backend can honour, before a model is loaded (a zero batch
+    or budget would otherwise fail deep inside generate)."""
+    from safetrigger.errors import ConfigError
+
+    for name in ("batch_size", "thinking_budget", "max_new_tokens", "num_samples", "save_every"):
+        value = getattr(gen, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"generation.{name} must be an integer >= 1, got {value!r}")
+    if gen.temperature < 0:
+        raise ConfigError(f"generation.temperature must be >= 0 (0 = greedy), got {gen.temperature!r}")
+    if not 0 < gen.top_p <= 1:
+        raise ConfigError(f"generation.top_p must be in (0, 1], got {gen.top_p!r}")
+    if gen.repetition_penalty <= 0:
+        raise ConfigError(f"generation.repetition_penalty must be > 0 (1.0 = off), got {gen.repetition_penalty!r}")
 
 
 def needs_weights(gen) -> bool:

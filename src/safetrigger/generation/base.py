@@ -54,10 +54,19 @@ class NextToken:
     """The most likely next tokens (id, P), best first: five from transformers, the argmax from vLLM."""
 
 
+class GenerationCancelled(Exception):
+    """Raised inside a backend's generate loop when its ``should_stop`` says so (a server
+    request past its timeout): the engine is freed at the next token, not after the reply."""
+
+
 class GenerationBackend(ABC):
     """Generates completions for already-rendered prompts."""
 
     name: str = "backend"
+    streams_tokens: bool = False
+    """Whether :meth:`complete` takes ``on_text`` (text deltas of a single completion, as the
+    engine produces them) and ``should_stop`` (checked every token; True aborts with
+    :class:`GenerationCancelled`). Backends without it generate whole replies."""
 
     def next_token_probs(self, prompts: list[str], token_ids: list[int]) -> list[NextToken]:
         """P of each of ``token_ids`` as the next token after each prompt (yes/no rubrics, the

@@ -17,6 +17,7 @@ Protocol (same for ``native`` and ``prompted`` reasoning):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable
 
 from safetrigger.chat_templates import render_prompt
 from safetrigger.config import GenerationConfig
@@ -77,29 +78,53 @@ def generate_responses(
     reasoning: str,
     num_samples: int | None = None,
     think_prefixes: list[str] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[list[Response]]:
     """Two-phase generation for already-rendered prompts (which end with ``<think>\\n``
     unless ``reasoning == 'off'``). Returns ``num_samples`` responses per prompt.
 
     ``think_prefixes``: per prompt, text prefilled at the start of the reasoning ("" = none);
     the model continues it, and the stored reasoning is prefix + continuation (token counts are
-    of the generated part only)."""
+    of the generated part only). ``should_stop``: checked every token by backends that can (a
+    server's request timeout)."""
     n = num_samples or gen.num_samples
+    extra = {"should_stop": should_stop} if should_stop is not None and backend.streams_tokens else {}
     if reasoning == "off":
-        outs = backend.complete(prompts, sampling(gen, gen.max_new_tokens, list(gen.stop)), n)
+        outs = backend.complete(prompts, sampling(gen, gen.max_new_tokens, list(gen.stop)), n, **extra)
         return [[_assemble(i, s, None, c) for s, c in enumerate(row)] for i, row in enumerate(outs)]
 
     pre = think_prefixes or [""] * len(prompts)
     prompts = [p + x for p, x in zip(prompts, pre)]
-    phase1 = backend.complete(prompts, sampling(gen, gen.thinking_budget, [THINK_CLOSE]), n)
+    phase1 = backend.complete(prompts, sampling(gen, gen.thinking_budget, [THINK_CLOSE]), n, **extra)
     flat = [(i, s, c) for i, row in enumerate(phase1) for s, c in enumerate(row)]
     # Each sample continues from its own reasoning, so phase 2 runs one row per sample.
     cont = [prompts[i] + c.text.rstrip() + CLOSE_THINK for i, _, c in flat]
-    phase2 = backend.complete(cont, sampling(gen, gen.max_new_tokens, list(gen.stop)), 1)
+    phase2 = backend.complete(cont, sampling(gen, gen.max_new_tokens, list(gen.stop)), 1, **extra)
     out: list[list[Response]] = [[None] * n for _ in prompts]  # type: ignore[list-item]
     for (i, s, think), (answer,) in zip(flat, phase2):
         out[i][s] = _assemble(i, s, think, answer, pre[i])
     return out
+
+
+def stream_response(backend: GenerationBackend, prompt: str, gen: GenerationConfig, reasoning: str,
+                    on_text: Callable[[str, str], None], should_stop: Callable[[], bool] | None = None) -> Response:
+    """One response, generated as :func:`generate_responses` does, with ``on_text(phase,
+    delta)`` called as the engine produces text (phase ``"think"`` then ``"answer"``). A
+    backend that cannot stream (``streams_tokens`` false) gives each phase's text in one piece."""
+
+    def run(p: str, params: SamplingParams, phase: str):
+        if backend.streams_tokens:
+            [[c]] = backend.complete([p], params, 1, on_text=lambda d: on_text(phase, d), should_stop=should_stop)
+        else:
+            [[c]] = backend.complete([p], params, 1)
+            on_text(phase, c.text)
+        return c
+
+    if reasoning == "off":
+        return _assemble(0, 0, None, run(prompt, sampling(gen, gen.max_new_tokens, list(gen.stop)), "answer"))
+    think = run(prompt, sampling(gen, gen.thinking_budget, [THINK_CLOSE]), "think")
+    answer = run(prompt + think.text.rstrip() + CLOSE_THINK, sampling(gen, gen.max_new_tokens, list(gen.stop)), "answer")
+    return _assemble(0, 0, think, answer)
 
 
 def _assemble(i: int, s: int, think, answer, prefix: str = "") -> Response:

@@ -12,8 +12,46 @@ import time
 from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids, end_token_ids
 
 
+class _Streamer:
+    """A ``generate`` streamer: checks ``should_stop`` at every step and, for a single
+    sequence, passes ``on_text`` each new piece of decoded text (held back while it ends in
+    an incomplete UTF-8 character)."""
+
+    def __init__(self, tokenizer, on_text=None, should_stop=None):
+        self.tokenizer, self.on_text, self.should_stop = tokenizer, on_text, should_stop
+        self.prompt_seen = False
+        self.window: list[int] = []  # ids since the last newline (decoded together: spaces, bytes)
+        self.flushed = ""
+        self.sent = 0
+
+    def put(self, value) -> None:
+        from safetrigger.generation.base import GenerationCancelled
+
+        if self.should_stop is not None and self.should_stop():
+            raise GenerationCancelled()
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        if self.on_text is None:
+            return
+        self.window.extend(value.reshape(-1).tolist())
+        piece = self.tokenizer.decode(self.window, skip_special_tokens=True)
+        if piece.endswith("\ufffd"):
+            return
+        text = self.flushed + piece
+        if piece.endswith("\n"):
+            self.flushed, self.window = text, []
+        if len(text) > self.sent:
+            self.on_text(text[self.sent:])
+            self.sent = len(text)
+
+    def end(self) -> None:
+        pass
+
+
 class TransformersBackend(GenerationBackend):
     name = "transformers"
+    streams_tokens = True
 
     def __init__(self, model, tokenizer, batch_size: int = 32, progress: bool = True, end_tokens: list[str] | None = None,
                  desc: str = "generate"):
@@ -34,7 +72,8 @@ class TransformersBackend(GenerationBackend):
             "batch_size": self.batch_size,
         }
 
-    def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1) -> list[list[Completion]]:
+    def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1, *, on_text=None,
+                 should_stop=None) -> list[list[Completion]]:
         import torch
 
         from safetrigger.progress import progress_bar
@@ -70,6 +109,10 @@ class TransformersBackend(GenerationBackend):
                 kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width)
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+            if on_text is not None or should_stop is not None:
+                if on_text is not None and len(rows) != 1:
+                    raise ValueError("on_text streams one completion: one prompt, one sample")
+                kwargs["streamer"] = _Streamer(tok, on_text, should_stop)
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device), **kwargs

@@ -52,6 +52,17 @@ def _import_vllm():
     return vllm
 
 
+def check_supported(hf_config, model: str) -> None:
+    """Refuse, before an engine starts, a model whose architecture this vLLM has no code for
+    (vLLM would fail deep in its start-up otherwise)."""
+    archs = list(getattr(hf_config, "architectures", None) or [])
+    vllm = _import_vllm()
+    supported = set(vllm.ModelRegistry.get_supported_archs())
+    if archs and not supported & set(archs):
+        raise ModelError(f"vLLM {getattr(vllm, '__version__', '')} does not support the architecture {', '.join(archs)} of {model}: "
+                         f"use --generation.backend transformers, or a vLLM release that lists it")
+
+
 def on_gpu() -> bool:
     import torch
 
@@ -244,6 +255,7 @@ class VLLMBackend(GenerationBackend):
         from transformers import AutoConfig
 
         hf = AutoConfig.from_pretrained(model, trust_remote_code=cfg.trust_remote_code)
+        check_supported(hf, model)
         limit = getattr(hf, "max_position_embeddings", None) or MAX_MODEL_LEN_CAP
         max_len = gen.max_model_len or min(limit, MAX_MODEL_LEN_CAP)
         eager = gen.enforce_eager if gen.enforce_eager is not None else not gpu

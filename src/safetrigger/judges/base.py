@@ -58,7 +58,8 @@ class Verdict:
         """Read back a stored verdict; missing or extra keys are a DataError."""
         names = {f.name for f in fields(cls)}
         if set(d) != names:
-            raise DataError(f"verdict record has keys {sorted(d)}, expected {sorted(names)}")
+            raise DataError(f"verdict record has keys {sorted(d)}, expected {sorted(names)}; the verdicts file was edited or "
+                            f"written by another version: delete it to judge again")
         return cls(**d)
 
 

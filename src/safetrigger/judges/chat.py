@@ -59,7 +59,8 @@ def call_chat(chat_fn: ChatFn, conversations: list[list[dict]]) -> list[str]:
     """Run ``chat_fn`` and check it answered every conversation (None counts as empty text)."""
     texts = list(chat_fn(conversations))
     if len(texts) != len(conversations):
-        raise ModelError(f"judge chat_fn returned {len(texts)} replies for {len(conversations)} conversations")
+        raise ModelError(f"judge chat_fn returned {len(texts)} replies for {len(conversations)} conversations; "
+                         f"the judge endpoint must answer every one (check its logs, or lower the judge's batch_size)")
     return ["" if t is None else t if isinstance(t, str) else str(t) for t in texts]
 
 

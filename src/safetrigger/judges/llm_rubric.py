@@ -59,7 +59,7 @@ def load_rubric(rubric: str) -> tuple[str, str]:
         text, pid = load_prompt(rubric), prompt_id(rubric)
     missing = [s for s in ("{query}", "{answer}") if s not in text]
     if missing:
-        raise ConfigError(f"rubric '{rubric}' lacks the slot(s) {', '.join(missing)}")
+        raise ConfigError(f"rubric '{rubric}' lacks the slot(s) {', '.join(missing)}; add them to the rubric where the texts should go")
     return text, pid
 
 

@@ -32,6 +32,6 @@ def fill(template: str, **values: str) -> str:
     name must appear as a slot: a prompt file missing one is a ConfigError."""
     missing = [f"{{{k}}}" for k in values if f"{{{k}}}" not in template]
     if missing:
-        raise ConfigError(f"prompt lacks the slot(s) {', '.join(missing)}")
+        raise ConfigError(f"prompt lacks the slot(s) {', '.join(missing)}; add them to the prompt file where the text should go")
     slot = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
     return slot.sub(lambda m: values[m.group(1)], template)

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from safetrigger.jsonl import atomic_write
+from safetrigger.atomic import atomic_write
 from safetrigger.report.collect import DEFAULT_MAX_SAMPLES, collect
 
 HERE = Path(__file__).parent

@@ -29,7 +29,7 @@ from typing import Any, Callable
 from safetrigger.chat_templates import FAMILIES
 from safetrigger.config import ModelConfig
 from safetrigger.errors import ConfigError, SafeTriggerError
-from safetrigger.jsonl import atomic_write
+from safetrigger.atomic import write_json, write_text
 from safetrigger.runstore import fingerprint, versions
 from safetrigger.statistics import LENGTH_KEYS, percentiles
 from safetrigger.training.config import TrainConfig
@@ -387,9 +387,8 @@ def _merge_after_the_fact(model_cfg: ModelConfig, output_dir: Path, stats: dict,
 
 def _finish(output_dir: Path, stats: dict) -> None:
     _write_json(output_dir / STATS, stats)
-    (output_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    write_text(output_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    with atomic_write(path) as f:
-        f.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    write_json(path, obj)
