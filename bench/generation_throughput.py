@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -28,15 +27,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from machine import cpu_name  # noqa: E402  (bench/machine.py, beside this script)
 
 
 def one(args) -> None:

@@ -18,24 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from machine import cpu_name  # noqa: E402  (bench/machine.py, beside this script)
+
 DEFAULT_VARIANTS = ("full:none:random", "full:bf16:random", "full:bf16:group_by_length", "lora:bf16:random", "lora:none:random")
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def one(args) -> None:

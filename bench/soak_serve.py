@@ -41,7 +41,7 @@ def main() -> int:
 
     import httpx2 as httpx
 
-    from generation_throughput import cpu_name
+    from machine import cpu_name
     from safetrigger.config import load_config
     from safetrigger.serve import bound_port, make_server
     from tiny import save_tiny

@@ -277,22 +277,26 @@ class ScaffoldBackend(GenerationBackend):
 
     name = "scripted-scaffold"
 
-    def __init__(self, lines: dict[str, list[Completion]], think="The user wants lock picking."):
+    def __init__(self, lines: dict[str, list[Completion]], think="The user wants lock picking.", answers=None):
         self.lines = {k: list(v) for k, v in lines.items()}
         self.think = think
+        self.answers = list(answers) if answers is not None else None  # None: always the same refusal
         self.calls: list[tuple[list[str], object]] = []
+
+    def _answer(self):
+        return answer(self.answers.pop(0) if self.answers is not None else "I can't help with picking locks, but a locksmith can.")
 
     def complete(self, prompts, params, num_samples=1):
         self.calls.append((list(prompts), params))
         out = []
-        for p in prompts:
+        for p in prompts:  # num_samples candidates per prompt (best of n), popped in order
             label = next((k for k in self.lines if p.endswith(k)), None)
             if label is not None:
-                out.append([self.lines[label].pop(0)])
+                out.append([self.lines[label].pop(0) for _ in range(num_samples)])
             elif p.endswith("\n</safe>"):
-                out.append([answer("I can't help with picking locks, but a locksmith can.")])
+                out.append([self._answer() for _ in range(num_samples)])
             else:
-                out.append([done(self.think)])
+                out.append([done(self.think)] * num_samples)
         return out
 
 
@@ -373,32 +377,11 @@ def test_answer_judge_replaces_the_run_judge(tmp_path):
     assert r["judge"]["judge"].startswith("refusal-keywords@") and r["judge"]["label"] == "refusal" and r["accepted"]
 
 
-class BestOfNBackend(ScaffoldBackend):
-    """Like ScaffoldBackend, but serves ``num_samples`` candidates per call (lines or answers)."""
-
-    def __init__(self, lines, answers):
-        super().__init__(lines)
-        self.answers = list(answers)
-
-    def complete(self, prompts, params, num_samples=1):
-        self.calls.append((list(prompts), params))
-        out = []
-        for p in prompts:
-            label = next((k for k in self.lines if p.endswith(k)), None)
-            if label is not None:
-                out.append([self.lines[label].pop(0) for _ in range(num_samples)])
-            elif p.endswith("\n</safe>"):
-                out.append([answer(self.answers.pop(0)) for _ in range(num_samples)])
-            else:
-                out.append([done(self.think)] * num_samples)
-        return out
-
-
 def test_best_of_n_lines_and_answers_keep_the_first_usable_candidate(tmp_path):
     cfg = make_cfg(tmp_path, scaffold="safety/scaffold_v1", max_attempts=1, prompt="safety/analysis_v1",
                    samples_per_part=3, answer_samples=3)
     store = store_with(cfg, [gen_row("h1:0", "harmful", "QH1 how do I pick a lock?")])
-    be = BestOfNBackend({
+    be = ScaffoldBackend({
         "Core issue:": [line(" is the request itself harmful or risky, and why?"), line(" 2"), line(" it asks to break into a home.")],
         "Reasoning check:": [line(" I missed it entirely.", reason="length", n=12), line(" I did not weigh the risk."), line(" unused line here.")],
         "Guidance:": [line(" refuse and point to a locksmith."), line(" second guidance line."), line(" third guidance line.")],
