@@ -89,3 +89,16 @@ def test_override_of_a_mapping_field_replaces_it_while_sections_merge(tmp_path):
     cfg = load_config(p, ["--eval.benchmarks", "{advbench:dev: 50}", "--data.seed", "3"])
     assert cfg.eval.benchmarks == {"advbench:dev": 50}  # replaced: no eval benchmark slips into a dev run
     assert cfg.eval.temperature == 0.7 and cfg.data.pool == {"general:train": 5} and cfg.data.seed == 3
+
+
+def test_every_shipped_pipeline_config_loads():
+    """configs/*.yaml, baselines, dev recipes and paper recipes resolve offline (accelerate's own
+    configs are not ours to load)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    paths = sorted(p for p in root.rglob("*.yaml") if "accelerate" not in p.parts)
+    assert any("dev" in p.parts for p in paths) and any("baselines" in p.parts for p in paths)
+    for p in paths:
+        cfg = load_config(str(p), [])
+        assert cfg.run_dir and cfg.stages, p
