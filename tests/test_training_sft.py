@@ -252,3 +252,22 @@ def test_accelerate_launch_two_processes(tiny_model_dir, tmp_path):
     assert stats["dropped_overlong"] == 1 and stats["examples"] == 6 and stats["max_length"] <= 200
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "DONE").is_file()
     assert proc.stdout.strip().splitlines()[-1] == str(out / "train_stats.json")
+
+
+def test_autocast_follows_the_model_dtype_on_cpu_and_the_sampler_reaches_trl(monkeypatch, tmp_path):
+    from safetrigger import models
+    from safetrigger.training.runner import resolve_autocast, trainer_kwargs
+
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_autocast("auto", ModelConfig(dtype="bfloat16"), use_cpu=True) == "bf16"
+    assert resolve_autocast("auto", ModelConfig(dtype="float32"), use_cpu=True) == "none"
+    assert resolve_autocast("auto", ModelConfig(dtype="auto"), use_cpu=True) == "bf16"  # native bf16 host
+    monkeypatch.setattr(models, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_autocast("auto", ModelConfig(dtype="auto"), use_cpu=True) == "none"  # AVX2-only host
+    assert resolve_autocast("none", ModelConfig(dtype="bfloat16"), use_cpu=True) == "none"  # asked for
+    kw = trainer_kwargs(SFTConfig(autocast="bf16", sampler="group_by_length"), tmp_path, use_cpu=True)
+    assert kw["bf16"] is True and kw["train_sampling_strategy"] == "group_by_length"
+    with pytest.raises(ConfigError, match="sampler"):
+        SFTConfig(sampler="shuffled").validate()
+    with pytest.raises(ConfigError, match="autocast"):
+        SFTConfig(autocast="fp8").validate()

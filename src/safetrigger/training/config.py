@@ -40,7 +40,7 @@ class TrainConfig:
     max_length: int | None = opt(None, "Max tokens per example. None = derived from the data: longest example, never silently truncated. Set explicitly, every example must fit it (as with max_length_cap).")
     max_length_cap: int | None = opt(None, "Optional hard cap on example length; longer examples are dropped and counted, or refused (see on_overlong).")
     on_overlong: str = opt("error", "What to do with examples longer than max_length / max_length_cap: error | drop (drop is counted and logged).")
-    autocast: str = opt("auto", "Mixed precision over the fp32 master weights: auto (bf16 on CUDA with bf16; none on CPU, where autocast measured slower than fp32) | bf16 | none.")
+    autocast: str = opt("auto", "Mixed precision over the fp32 master weights: auto (bf16 on CUDA with bf16, and on a CPU when model.dtype resolves to bfloat16) | bf16 | none.")
     sampler: str = opt("random", "Batch order: random | group_by_length (rows of similar length share a batch: less padding, more tokens/s).")
     gradient_checkpointing: bool = opt(False, "Recompute activations in backward to save memory (long reasoning traces).")
     save_merged: bool = opt(False, "Also write LoRA-merged full weights to <output>/merged (loadable without peft).")
