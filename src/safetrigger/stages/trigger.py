@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 
@@ -248,7 +249,7 @@ def pick_answers(attempts: list[Attempt], queries: list[str], ids: list[str], ju
     todo = []
     for a, q, i in zip(attempts, queries, ids):
         for n, c in enumerate(a.candidates):
-            probe = replace(a, failures=[f for f in a.failures if f not in ANSWER_FAILURES], candidates=[])
+            probe = replace(a, candidates=[])  # set_answer replaces the answer checks' failures
             set_answer(probe, c, tcfg)
             if probe.answer_ok:
                 todo.append((a, c, JudgeItem(query=q, answer=probe.answer, id=f"{i}#{n}")))
@@ -263,8 +264,6 @@ def pick_answers(attempts: list[Attempt], queries: list[str], ids: list[str], ju
 
 
 def _words(text: str) -> list[str]:
-    import re
-
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
@@ -282,7 +281,7 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 CONTENT_FAILURES = (SAFE_PART_SHORT, SAFE_COPIES_PROMPT)
 
 
-def _line_failure(c, label: str, prompt_ngrams, tcfg) -> str | None:
+def _line_failure(c, prompt_ngrams, tcfg) -> str | None:
     """Why one candidate line is not usable (None = usable): not ended by the model's own
     newline, empty, too short, or parroting the prompt."""
     line = c.text.strip()
@@ -321,13 +320,13 @@ def scaffold_block(backend, cont: list[str], out: list[Attempt], labels: list[st
             a = out[k]
             # Best of n per line: the first candidate the model ended itself and that says
             # something of its own (every candidate is the model's; none is edited).
-            verdicts = [_line_failure(c, label, prompt_ngrams, tcfg) for c in cands]
+            verdicts = [_line_failure(c, prompt_ngrams, tcfg) for c in cands]
             pick = next((i for i, v in enumerate(verdicts) if v is None), None)
             if pick is None:
                 pick = next((i for i, v in enumerate(verdicts) if v in CONTENT_FAILURES), 0)
             c, line = cands[pick], cands[pick].text.strip()
             a.safe_tokens += c.completion_tokens
-            if c.finish_reason == "stop" and c.stop_string == "\n" and line:
+            if verdicts[pick] is None or verdicts[pick] in CONTENT_FAILURES:  # a line the model ended itself
                 text[k] += f"{label} {line}" + ("\n" if n + 1 < len(labels) else "")
                 still.append(k)
                 if a.content_failure is None and verdicts[pick] is not None:
