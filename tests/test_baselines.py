@@ -273,6 +273,15 @@ def test_compare_puts_every_method_in_one_table(runs, tmp_path, capsys):
     assert res["models"]["self-audit/self-audit"]["tokens_per_response"] == {"mean": want, "n": len(audit)}
     md = (out / "results.md").read_text()
     assert md.startswith("# Method comparison") and "tokens / response" in md and f"| {want:.1f} |" in md
+    # judge-free columns of the harmful benchmark: no-answer share and complete-block share, from the rows
+    from safetrigger.evaluation.compare_runs import compare_view
+
+    view = compare_view(res, "refusal-keywords")
+    assert view["columns"][-2:] == ["no answer (advbench)", "complete safe block (advbench)"]
+    row = next(r for r in res["rows"] if r["model"] == "self-audit/self-audit" and r["benchmark"] == "advbench")
+    no_answer, block = view["rows"][-1]["cells"][-2:]
+    assert no_answer["text"].startswith(f"{100 * row['no_answer'] / row['n']:.1f} [") and no_answer["text"].endswith(f"n={row['n']}")
+    assert block["text"].startswith(f"{100 * row['safe']['value']:.1f} [")
     html = (out / "report.html").read_text()
     assert 'id="compare-refusal-keywords"' in html and "self-audit/self-audit" in html
     assert "<script src" not in html and "<link" not in html  # self-contained

@@ -216,13 +216,17 @@ def tokens_per_response(rows: list[dict], model: str) -> dict:
 
 COLUMNS = [("ASR harmful", "harmful"), ("ASR jailbreak", "jailbreak"), ("over-refusal", "overrefusal"),
            ("general refusal", "general")]
+# Judge-free facts of the harmful benchmark's responses, beside the rates: a lower ASR that
+# comes from responses without an answer (the budget spent in reasoning or the block) is
+# silence, not a safer answer, and the complete-block share is whether the trigger fired.
+RESPONSE_COLUMNS = [("no answer", "no_answer"), ("complete safe block", "safe")]
 
 
 def compare_view(results: dict, judge: str) -> dict:
     """The comparison table under one judge: per model and column the rate with its interval
     and the p-values against base and ST-D (exact McNemar, same prompts)."""
     from safetrigger.evaluation.tables import pct_ci
-    from safetrigger.statistics import ALPHA, format_p
+    from safetrigger.statistics import ALPHA, format_p, rate
 
     rows = results["rows"]
     alpha = results.get("statistics", {}).get("alpha", ALPHA)
@@ -231,6 +235,7 @@ def compare_view(results: dict, judge: str) -> dict:
     refs = results.get("compare") or {}
     cols = [(title, next((r["benchmark"] for r in rows if r["group"] == g), None)) for title, g in COLUMNS]
     cols = [(t, b) for t, b in cols if b]
+    harmful = next((r["benchmark"] for r in rows if r["group"] == "harmful"), None)
     lines = []
     for model, info in results["models"].items():
         cells = []
@@ -245,10 +250,18 @@ def compare_view(results: dict, judge: str) -> dict:
                 ps[key] = None if t is None else t["p"]
             cells.append({"text": f"{pct_ci(row['value'], row.get('rate'))} n={row['n']}",
                           "p_text": f"p={format_p(ps['p_base'], alpha)} / {format_p(ps['p_std'], alpha)}", **ps})
+        harm = next((r for r in rows if r["model"] == model and r["benchmark"] == harmful and r["judge"] == judge), None)
+        for _, key in RESPONSE_COLUMNS if harmful else []:
+            if harm is None:
+                cells.append({"text": "–", "p_text": None, "p_base": None, "p_std": None})
+                continue
+            stat = harm.get("safe") if key == "safe" else rate(int(harm.get("no_answer") or 0), harm["n"])
+            cells.append({"text": f"{pct_ci(stat['value'], stat)} n={stat['n']}", "p_text": None, "p_base": None, "p_std": None})
         tok = info.get("tokens_per_response") or {}
         lines.append({"model": model, "method": info.get("method"), "cells": cells,
                       "tokens": "–" if tok.get("mean") is None else f"{tok['mean']:.1f}"})
-    return {"judge": judge, "columns": [f"{t} ({b})" for t, b in cols], "rows": lines}
+    extra = [f"{t} ({harmful})" for t, _ in RESPONSE_COLUMNS] if harmful else []
+    return {"judge": judge, "columns": [f"{t} ({b})" for t, b in cols] + extra, "rows": lines}
 
 
 def compare_markdown(results: dict) -> list[str]:
