@@ -32,6 +32,19 @@ def test_write_replaces_whole_file_and_leaves_no_tmp(tmp_path):
     assert _leftovers(p.parent) == []
 
 
+def test_next_write_removes_a_killed_writers_temporary_file_only(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    target = tmp_path / "report.html"
+    left = tmp_path / f".report.html.tmp{dead.pid}"
+    live = tmp_path / f".report.html.tmp{os.getppid()}"  # a writer still running
+    other = tmp_path / f".results.json.tmp{dead.pid}"  # another file's: its own next write cleans it
+    for f in (left, live, other):
+        f.write_text("<html>half")
+    write_text(target, "<html></html>")
+    assert target.read_text() == "<html></html>" and not left.exists() and live.exists() and other.exists()
+
+
 def test_disk_full_keeps_old_file_and_says_so(tmp_path, monkeypatch):
     p = tmp_path / "manifest.json"
     write_text(p, "old")

@@ -25,6 +25,10 @@ import chaos  # noqa: E402
 N = 300
 WRITER = f"""
 import sys
+if len(sys.argv) > 2:  # an aimed kill: POINT N (bench/chaos_points.py)
+    sys.path.insert(0, {str(ROOT / "bench")!r})
+    import chaos_points
+    chaos_points.arm(sys.argv[2], int(sys.argv[3]))
 from safetrigger.locks import run_dir_lock
 from safetrigger.runstore import RunStore
 
@@ -41,9 +45,13 @@ with run_dir_lock(run_dir):
 """
 
 
-def _run(run_dir: Path, kill_at: float | None = None) -> bool:
-    """Run the writer; SIGKILL it after ``kill_at`` seconds. True if it was killed."""
-    p = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir)], env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+def _run(run_dir: Path, kill_at: float | None = None, point: tuple[str, int] | None = None) -> bool:
+    """Run the writer; SIGKILL it after ``kill_at`` seconds, or arm ``point`` (it kills itself).
+    True if it was killed."""
+    aimed = [point[0], str(point[1])] if point else []
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir), *aimed], env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    if point:
+        return p.wait(timeout=120) == -signal.SIGKILL
     try:
         assert p.wait(timeout=kill_at if kill_at is not None else 120) == 0
         return False
@@ -71,11 +79,35 @@ def test_run_store_survives_sigkill_anywhere(tmp_path, seed):
             shutil.rmtree(run)
     _run(run)
     assert kills == 6, "the writer kept finishing before its kill: nothing was tested"
+    _assert_invariants(run, ref)
+
+
+def _assert_invariants(run: Path, ref: Path) -> None:
     checks = {
         "jsonl": chaos.jsonl_lines_parse(run),
-        "ids": chaos.ids_complete(run / "generate.jsonl", chaos.ids_of(ref / "generate.jsonl")),
+        "ids": chaos.ids_complete(run, ref, "generate.jsonl"),
         "manifest": chaos.manifest_agrees(run, "generate", "generate.jsonl"),
+        "tmp": chaos.no_leftovers(run),
         "equal": chaos.outputs_equal(run, ref, ["generate.jsonl"]),
     }
     assert all(ok for ok, _ in checks.values()), checks
     assert json.loads((run / "manifest.json").read_text())["stages"]["generate"]["progress"] == N
+
+
+def test_aimed_kills_mid_chunk_and_mid_manifest_write(tmp_path):
+    """The chosen moments: a chunk cut mid-line, then a manifest update whose temporary file is
+    written but not renamed. Each leaves its mark, and the resumed run clears both."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    _run(ref)
+    assert _run(run, point=("chunk-write", 3))
+    data = (run / "generate.jsonl").read_bytes()
+    assert data and not data.endswith(b"\n"), "the kill should leave a torn last line"
+    assert _run(run, point=("replace:manifest.json", 4))
+    assert list(run.glob(".manifest.json.tmp*")), "the kill should leave the manifest's temporary file"
+    _run(run)
+    _assert_invariants(run, ref)
+
+
+def test_a_point_never_reached_lets_the_run_finish(tmp_path):
+    assert not _run(tmp_path / "run", point=("merge", 1))  # the writer merges nothing
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["generate"]["status"] == "done"

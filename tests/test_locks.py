@@ -60,6 +60,23 @@ def test_stale_lock_of_a_killed_process_is_taken_over_and_said(tmp_path, caplog)
     assert (run_dir / LOCK_NAME).read_text() == ""  # released cleanly: nothing to take over next time
 
 
+def test_taking_over_removes_temporary_files_of_dead_writers_only(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _holder(run_dir)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run_dir / "eval").mkdir()
+    dead = [run_dir / f".manifest.json.tmp{proc.pid}", run_dir / "eval" / f".results.json.tmp{proc.pid}"]
+    live = run_dir / f".sft.jsonl.tmp{os.getppid()}"  # a running process's write in flight
+    for f in [*dead, live]:
+        f.write_text("{half")
+    keep = run_dir / ".notes.tmp"  # not an atomic-write name
+    keep.write_text("mine")
+    with run_dir_lock(run_dir):
+        pass
+    assert not any(f.exists() for f in dead) and live.exists() and keep.exists()
+
+
 def test_lock_is_reentrant_in_one_process(tmp_path):
     with run_dir_lock(tmp_path):
         with run_dir_lock(tmp_path):

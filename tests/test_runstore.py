@@ -52,6 +52,10 @@ def test_manifest_and_changed_settings_are_refused(tmp_path):
     m = store.manifest()
     assert m["stages"]["generate"]["status"] == "done" and m["stages"]["generate"]["model"] == {"name": "m"}
     assert "torch" in m["versions"] and "python" in m["versions"]
+    import resource
+
+    peak = m["stages"]["generate"]["peak_rss_mib"]  # the process's high-water mark, in MiB
+    assert 10 < peak <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + 1
     assert store.is_done("generate")
     assert json.loads(store.stats_path("generate").read_text()) == {"rows": 3}
     store.begin_stage("generate", {"k": 1}, {"temperature": 0.0})  # same settings: resumes

@@ -14,7 +14,8 @@ import pytest
 
 from safetrigger.config import load_config
 from safetrigger.errors import ConfigError, SafeTriggerError
-from safetrigger.runstore import RunStore, Shard, _try_lock
+from safetrigger.locks import try_file_lock
+from safetrigger.runstore import RunStore, Shard
 from safetrigger.stages import STAGES
 
 POOL = "{'general:train': 10, 'harmful:train': 10, 'jailbreak:train': 10}"
@@ -44,7 +45,7 @@ def test_merged_view_dedups_and_merge_skips_a_running_shard(tmp_path):
     merged = RunStore(tmp_path).stage("generate")
     assert [r["id"] for r in merged.rows()] == ["x", "y", "z"]
     assert (tmp_path / "generate.shard-1-of-2.jsonl").read_text().endswith('"torn')  # a reader never truncates others
-    with _try_lock(tmp_path / "generate.shard-1-of-2.lock") as free:  # shard 1 "still running"
+    with try_file_lock(tmp_path / "generate.shard-1-of-2.lock") as free:  # shard 1 "still running"
         assert free
         assert merged.merge_shards() == 2  # shard 0 folded in
     assert not (tmp_path / "generate.shard-0-of-2.jsonl").exists()

@@ -3,6 +3,7 @@ think + safe + answer + end-of-turn, lengths are derived (never truncated), resu
 the recipe runs as two DDP processes under `accelerate launch`."""
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -168,6 +169,23 @@ def test_interrupted_run_resumes_from_checkpoint(trained, tiny_model_dir, tmp_pa
     assert again["resumed_from"].endswith("checkpoint-2") and again["steps"] == 2
     assert (copy / "adapter" / "adapter_model.safetensors").is_file() and (copy / "DONE").is_file()
     assert not (copy / "checkpoints" / "checkpoint-3").exists()
+
+
+def test_a_checkpoint_cut_mid_save_is_skipped_and_removed(trained, tiny_model_dir, tmp_path, caplog):
+    """A kill between the weights and trainer_state.json leaves checkpoint-N without its state;
+    transformers' get_last_checkpoint would resume from it and fail."""
+    data, cfg, out, stats = trained
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    for gone in ("DONE", "train_stats.json"):
+        (copy / gone).unlink()
+    shutil.rmtree(copy / "adapter")
+    (copy / "checkpoints" / "checkpoint-2" / "trainer_state.json").unlink()
+    with caplog.at_level(logging.WARNING, logger="safetrigger.training.runner"):
+        again = train_sft(data, model_cfg(tiny_model_dir), cfg, copy, use_cpu=True)
+    assert again["resumed_from"].endswith("checkpoint-1") and again["steps"] == 2
+    assert "checkpoint-2 was cut mid-save" in caplog.text
+    assert (copy / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()  # saved again, whole
 
 
 def test_resume_with_other_settings_is_refused(trained, tiny_model_dir):

@@ -78,6 +78,25 @@ def test_greedy_fp32_is_token_identical_to_transformers(hf, vl):
     assert plain != b[0][0].text, "the penalty must change a looping random model's output"
 
 
+def test_streamed_text_adds_up_to_the_reply_and_a_stop_aborts_at_the_next_step(vl):
+    from safetrigger.generation.base import GenerationCancelled
+
+    p = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=5.0)
+    [[whole]] = vl.complete(PROMPTS[:1], p)
+    pieces: list[str] = []
+    [[streamed]] = vl.complete(PROMPTS[:1], p, on_text=pieces.append)
+    assert len(pieces) > 3, "text should arrive token by token, not as one finished piece"
+    assert "".join(pieces) == streamed.text == whole.text
+    assert (streamed.finish_reason, streamed.completion_tokens) == (whole.finish_reason, whole.completion_tokens)
+    steps = iter(range(100))
+    with pytest.raises(GenerationCancelled):
+        vl.complete(PROMPTS, SamplingParams(max_new_tokens=200, temperature=0.7), 2, should_stop=lambda: next(steps) >= 3)
+    assert not vl.llm.llm_engine.has_unfinished_requests()  # aborted, not left running
+    assert vl.complete(PROMPTS[:1], p)[0][0].text == whole.text  # and the engine still answers
+    with pytest.raises(ValueError, match="one prompt, one sample"):
+        vl.complete(PROMPTS, p, on_text=pieces.append)
+
+
 def test_stop_strings_and_finish_reasons(hf, vl):
     varied = SamplingParams(max_new_tokens=24, repetition_penalty=5.0)  # no loop of one token
     free = vl.complete(PROMPTS[:2], varied)

@@ -6,7 +6,8 @@ bytes go to a temporary file in the same directory, are fsynced, and the tempora
 renamed over the target (``os.replace``, atomic on POSIX and Windows), then the directory is
 fsynced so the rename itself survives a power cut. A kill at any moment leaves either the
 old file or the new one, never half of one. A failed write (disk full) removes its temporary
-file and raises a one-line :class:`~safetrigger.errors.DataError`.
+file and raises a one-line :class:`~safetrigger.errors.DataError`; the temporary file of a
+writer killed before its rename is removed by the next write of the same file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,37 @@ def tmp_path_for(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
 
 
+def leftover_pid(name: str) -> int | None:
+    """The writer's pid if ``name`` is one of :func:`tmp_path_for`'s temporary names."""
+    head, mark, pid = name.rpartition(TMP_MARK)
+    return int(pid) if mark and head.startswith(".") and pid.isdigit() else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def remove_dead_writers_files(path: Path) -> int:
+    """Remove the temporary files for ``path`` left by writers killed before their rename
+    (the pid in the name no longer runs); a live writer's file is left alone."""
+    removed = 0
+    for p in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+        pid = leftover_pid(p.name)
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
+            p.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file to write ``path`` through; it replaces ``path`` on success.
@@ -39,6 +71,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_writers_files(path)  # a kill's leftover; e.g. report.html, written without the run-dir lock
     tmp = tmp_path_for(path)
     try:
         with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from safetrigger.atomic import leftover_pid, pid_alive
 from safetrigger.errors import SafeTriggerError
 
 try:
@@ -80,17 +81,19 @@ def _write_holder(fd: int, info: dict | None) -> None:
     os.fsync(fd)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return False
-    return True
+def sweep_leftovers(folder: Path) -> int:
+    """Remove the temporary files of atomic writes (``.NAME.tmpPID``) whose writer no longer
+    runs: what a kill between writing and renaming leaves. Run by whoever takes over a dead
+    holder's lock; a live process's files (another shard's) are left alone. Returns how many."""
+    removed = 0
+    for p in folder.rglob(".*"):
+        pid = leftover_pid(p.name)
+        if pid is not None and pid != os.getpid() and p.is_file() and not pid_alive(pid):
+            p.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        log.warning("%s: removed %d temporary file(s) left by interrupted writes", folder, removed)
+    return removed
 
 
 def _describe(info: dict) -> str:
@@ -140,6 +143,7 @@ def run_dir_lock(run_dir: str | os.PathLike, name: str = LOCK_NAME) -> Iterator[
         if old.get("pid") not in (None, os.getpid()):
             log.warning("%s: taking over the lock left by %s, which is no longer running (killed?); "
                         "its finished rows are kept and the run resumes", run_dir, _describe(old))
+            sweep_leftovers(run_dir)
         _write_holder(fd, _holder_info())
     except BaseException:
         os.close(fd)
@@ -153,6 +157,30 @@ def run_dir_lock(run_dir: str | os.PathLike, name: str = LOCK_NAME) -> Iterator[
             _write_holder(fd, None)  # a clean exit leaves no holder to take over from
         finally:
             os.close(fd)  # closing drops the flock
+
+
+def hold_file_lock(path: str | os.PathLike) -> int | None:
+    """Take the exclusive lock on ``path`` (created) without waiting and keep it: returns the
+    open descriptor (``os.close`` releases it; so does the kernel when the process dies), or
+    None when another process holds it. Taken where flock is unavailable."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if _try_flock(fd) is False:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def try_file_lock(path: str | os.PathLike) -> Iterator[bool]:
+    """:func:`hold_file_lock` for a block: yields whether the lock was taken."""
+    fd = hold_file_lock(path)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 @contextmanager

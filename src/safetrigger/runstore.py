@@ -27,8 +27,6 @@ and writes the stats; a shard still running keeps its file. Manifest updates tak
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -40,11 +38,12 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-from safetrigger.errors import ConfigError, DataError, SafeTriggerError
 from safetrigger.atomic import WRITE_ERRNOS, write_error, write_json
+from safetrigger.errors import ConfigError, DataError, SafeTriggerError
 from safetrigger.jsonl import read_jsonl
+from safetrigger.locks import file_lock, hold_file_lock, try_file_lock
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +185,7 @@ class StageFile:
             raise SafeTriggerError("a shard cannot merge the others: run the stage without --shard to merge")
         moved = 0
         for path in self.shard_files():
-            with _try_lock(path.with_suffix(".lock")) as free:
+            with try_file_lock(path.with_suffix(".lock")) as free:
                 if not free:
                     log.warning("%s: its shard is still running; merge again once it is done", path.name)
                     continue
@@ -206,41 +205,13 @@ class StageFile:
         return moved
 
 
-@contextlib.contextmanager
-def _try_lock(path: Path) -> Iterator[bool]:
-    """Non-blocking exclusive lock on ``path`` (created if missing): yields whether it was taken."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Blocking exclusive lock on ``path`` for a short critical section (manifest updates)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 class RunStore:
     """A run directory: stage files, per-stage stats, and the manifest."""
 
     def __init__(self, run_dir: str | Path, shard: Shard | None = None):
         self.dir = Path(run_dir)
         self.shard = shard
-        self._shard_locks: dict[str, object] = {}  # stage -> open lock file, held while this shard runs it
+        self._shard_locks: dict[str, int] = {}  # stage -> descriptor of its lock, held while this shard runs it
 
     def stage(self, name: str) -> StageFile:
         return StageFile(self.dir / f"{name}.jsonl", self.shard)
@@ -274,7 +245,7 @@ class RunStore:
         output; resuming with different ones would mix two experiments in one file, so refuse."""
         if self.shard is not None:
             self._hold_shard_lock(name)
-        with _lock(self.dir / "manifest.lock"):
+        with file_lock(self.dir / "manifest.lock"):
             self._begin_stage(name, config, fingerprint_of, extra)
 
     def _hold_shard_lock(self, name: str) -> None:
@@ -282,15 +253,11 @@ class RunStore:
         if name in self._shard_locks:
             return
         path = self.dir / f"{name}{self.shard.suffix}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = path.open("a")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
+        fd = hold_file_lock(path)
+        if fd is None:
             raise SafeTriggerError(f"shard {self.shard.label} of stage '{name}' is already running in {self.dir} "
-                                   f"(another process holds {path.name})") from None
-        self._shard_locks[name] = f
+                                   f"(another process holds {path.name})")
+        self._shard_locks[name] = fd
 
     def _begin_stage(self, name: str, config: dict, fingerprint_of: dict, extra: dict | None) -> None:
         m = self.manifest()
@@ -318,7 +285,7 @@ class RunStore:
 
     def update_stage(self, name: str, **fields) -> None:
         """Record facts learned while a stage runs (e.g. the loaded model's identity)."""
-        with _lock(self.dir / "manifest.lock"):
+        with file_lock(self.dir / "manifest.lock"):
             m = self.manifest()
             m.setdefault("stages", {}).setdefault(name, {}).update(fields)
             self._write_manifest(m)
@@ -328,25 +295,37 @@ class RunStore:
         merged run's, written by the unsharded run that folds the shard files in)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.shard is not None:
-            with _lock(self.dir / "manifest.lock"):
+            with file_lock(self.dir / "manifest.lock"):
                 m = self.manifest()
                 shards = m.setdefault("stages", {}).setdefault(name, {}).setdefault("shards", {})
                 shards[self.shard.label] = {**shards.get(self.shard.label, {}), "status": "done", "finished": _now(),
                                             "rows": stats.get("rows")}
                 self._write_manifest(m)
-            lock = self._shard_locks.pop(name, None)
-            if lock is not None:
-                lock.close()  # releases the flock
+            fd = self._shard_locks.pop(name, None)
+            if fd is not None:
+                os.close(fd)  # releases the flock
             return
         moved = self.stage(name).merge_shards()
         if moved:
             log.info("%s: %d rows of shard files merged into %s.jsonl", name, moved, name)
         write_json(self.stats_path(name), stats)
-        with _lock(self.dir / "manifest.lock"):
+        with file_lock(self.dir / "manifest.lock"):
             m = self.manifest()
             stage = m.setdefault("stages", {}).setdefault(name, {})
-            stage.update({"status": "done", "finished": _now(), "rows": stats.get("rows")})
+            stage.update({"status": "done", "finished": _now(), "rows": stats.get("rows"), "peak_rss_mib": peak_rss_mib()})
             self._write_manifest(m)
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (``ru_maxrss``; None where the
+    platform lacks it). A high-water mark: in one ``safetrigger run`` the stage whose value
+    jumps is the one that set the peak."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / (1024 * 1024 if platform.system() == "Darwin" else 1024), 1)  # macOS reports bytes
 
 
 def fingerprint(obj) -> str:

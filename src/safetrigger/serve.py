@@ -8,7 +8,7 @@ Endpoints (under ``/v1``):
   ``content`` (final answer), ``reasoning_content`` (the ``<think>`` text, as vLLM/DeepSeek
   name it) and ``safe_content`` (the ``<safe>`` analysis, None when the model wrote none).
   ``stream: true`` sends SSE chunks ending with ``data: [DONE]``: token by token as the engine
-  produces them when the backend streams (transformers) and ``n`` is 1; otherwise the finished
+  produces them when the backend streams (transformers, vllm) and ``n`` is 1; otherwise the finished
   reply in a few chunks. Extra field ``thinking_budget``; ``max_tokens`` /
   ``max_completion_tokens`` bound the part after the reasoning.
 * ``POST /completions`` — raw prompt text in, text out (what ``generation.backend: openai``
@@ -107,7 +107,7 @@ class Engine:
     ``submit`` refuses (429) once ``1 + max_queue`` requests are in flight, instead of letting
     them pile up behind a lock; ``run`` waits at most ``timeout`` seconds: a job still queued
     is cancelled (503), a running one is told to stop (its ``should_stop`` turns true; the
-    transformers backend aborts at the next token) and answered 504."""
+    transformers and vllm backends abort at the next token) and answered 504."""
 
     def __init__(self, max_queue: int, timeout: float):
         self.max_queue, self.timeout = max_queue, timeout

@@ -54,6 +54,38 @@ class NextToken:
     """The most likely next tokens (id, P), best first: five from transformers, the argmax from vLLM."""
 
 
+class TextDeltas:
+    """New token ids of one completion in, new text out, for streaming: the ids since the last
+    newline are decoded together (a token's leading space and multi-byte characters depend on
+    its neighbours), and text ending in an incomplete UTF-8 character is held back. Decoded as
+    :func:`completion_from_ids` decodes the finished reply (special tokens kept, nothing from
+    the first end-of-turn token on), so the pieces add up to its text."""
+
+    def __init__(self, tokenizer, end_ids):
+        self.tokenizer, self.end_ids = tokenizer, set(end_ids)
+        self.window: list[int] = []
+        self.flushed = ""
+        self.sent = 0
+        self.ended = False
+
+    def feed(self, ids: list[int]) -> str:
+        if self.ended:
+            return ""
+        for i, t in enumerate(ids):
+            if t in self.end_ids:
+                ids, self.ended = ids[:i], True
+                break
+        self.window.extend(ids)
+        piece = self.tokenizer.decode(self.window, skip_special_tokens=False)
+        if piece.endswith("\ufffd"):
+            return ""
+        text = self.flushed + piece
+        if piece.endswith("\n"):
+            self.flushed, self.window = text, []
+        delta, self.sent = text[self.sent:], max(self.sent, len(text))
+        return delta
+
+
 class GenerationCancelled(Exception):
     """Raised inside a backend's generate loop when its ``should_stop`` says so (a server
     request past its timeout): the engine is freed at the next token, not after the reply."""

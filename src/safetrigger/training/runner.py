@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, replace
@@ -298,9 +299,21 @@ def _prepare_output_dir(output_dir: Path, resume: bool, fp: str, settings: dict)
 
 
 def _last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    """The newest complete checkpoint. The trainer writes ``trainer_state.json`` last, so a
+    checkpoint without it was cut mid-save (a kill): transformers' get_last_checkpoint would
+    pick it and resume fail on it, so it is skipped and, by the main process, removed."""
+    if not folder.is_dir():
+        return None
+    done = []
+    for ckpt in folder.glob("checkpoint-*"):
+        if not (ckpt.is_dir() and ckpt.name.split("-", 1)[1].isdigit()):
+            continue
+        if (ckpt / "trainer_state.json").is_file():
+            done.append(ckpt)
+        elif os.environ.get("LOCAL_RANK", "0") == "0":
+            log.warning("%s was cut mid-save (no trainer_state.json): removing it; training resumes from the one before", ckpt)
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return str(max(done, key=lambda c: int(c.name.split("-", 1)[1]))) if done else None
 
 
 def _finished_state(checkpoint: str | None) -> dict | None:
