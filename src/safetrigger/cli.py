@@ -225,6 +225,7 @@ def cmd_run(args) -> int:
 
 def _run_stages(cfg) -> int:
     from safetrigger.generation import release_engines
+    from safetrigger.memory import give_back
     from safetrigger.runstore import RunStore
     from safetrigger.stages import STAGES, TRAINING_STAGES
 
@@ -238,6 +239,8 @@ def _run_stages(cfg) -> int:
         # so a pool enlarged in the config is topped up rather than ignored.
         log.info("stage %s: %s", name, "checking (finished before)" if store.is_done(name) else "running")
         stats = STAGES[name](cfg, store)
+        if name in TRAINING_STAGES:  # its model, optimizer state and activations: not the next stage's floor
+            give_back()
         log.info("stage %s: done, %s rows, %.1fs", name, stats.get("rows"), time.perf_counter() - t0)
     release_engines()
     print(f"run finished: {cfg.run_dir} (manifest: {store.manifest_path})")

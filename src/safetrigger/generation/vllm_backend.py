@@ -25,7 +25,6 @@ Fidelity notes:
 
 from __future__ import annotations
 
-import gc
 import itertools
 import logging
 import os
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import ModelError
+from safetrigger.memory import give_back
 from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids, end_token_ids
 
 log = logging.getLogger(__name__)
@@ -131,14 +131,7 @@ def _release(key: EngineKey) -> None:
     except Exception as e:  # already gone: nothing to free
         log.debug("vllm engine shutdown: %s", e)
     del llm
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:
-        pass
+    give_back()
     log.info("vllm: engine for %s released", key.model)
 
 
