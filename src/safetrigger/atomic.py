@@ -17,7 +17,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 from safetrigger.errors import DataError
 
@@ -51,13 +51,14 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_dead_writers_files(path: Path) -> int:
-    """Remove the temporary files for ``path`` left by writers killed before their rename
-    (the pid in the name no longer runs); a live writer's file is left alone."""
+def remove_leftovers(candidates: Iterable[Path]) -> int:
+    """Remove those of ``candidates`` that are temporary files of writers killed before their
+    rename (a :func:`tmp_path_for` name whose pid no longer runs); a live writer's file and
+    every other name are left alone. Returns how many were removed."""
     removed = 0
-    for p in path.parent.glob(f".{path.name}{TMP_MARK}*"):
+    for p in candidates:
         pid = leftover_pid(p.name)
-        if pid is not None and pid != os.getpid() and not pid_alive(pid):
+        if pid is not None and pid != os.getpid() and p.is_file() and not pid_alive(pid):
             p.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -71,7 +72,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_writers_files(path)  # a kill's leftover; e.g. report.html, written without the run-dir lock
+    remove_leftovers(path.parent.glob(f".{path.name}{TMP_MARK}*"))  # a kill's; e.g. report.html, written without the run-dir lock
     tmp = tmp_path_for(path)
     try:
         with open(tmp, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from safetrigger.atomic import leftover_pid, pid_alive
+from safetrigger.atomic import pid_alive, remove_leftovers
 from safetrigger.errors import SafeTriggerError
 
 try:
@@ -85,12 +85,7 @@ def sweep_leftovers(folder: Path) -> int:
     """Remove the temporary files of atomic writes (``.NAME.tmpPID``) whose writer no longer
     runs: what a kill between writing and renaming leaves. Run by whoever takes over a dead
     holder's lock; a live process's files (another shard's) are left alone. Returns how many."""
-    removed = 0
-    for p in folder.rglob(".*"):
-        pid = leftover_pid(p.name)
-        if pid is not None and pid != os.getpid() and p.is_file() and not pid_alive(pid):
-            p.unlink(missing_ok=True)
-            removed += 1
+    removed = remove_leftovers(folder.rglob(".*"))
     if removed:
         log.warning("%s: removed %d temporary file(s) left by interrupted writes", folder, removed)
     return removed

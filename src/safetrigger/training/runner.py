@@ -304,16 +304,17 @@ def _last_checkpoint(folder: Path) -> str | None:
     pick it and resume fail on it, so it is skipped and, by the main process, removed."""
     if not folder.is_dir():
         return None
-    done = []
+    done: dict[int, Path] = {}  # step -> checkpoint
     for ckpt in folder.glob("checkpoint-*"):
-        if not (ckpt.is_dir() and ckpt.name.split("-", 1)[1].isdigit()):
+        step = ckpt.name.split("-", 1)[1]
+        if not (ckpt.is_dir() and step.isdigit()):
             continue
         if (ckpt / "trainer_state.json").is_file():
-            done.append(ckpt)
+            done[int(step)] = ckpt
         elif os.environ.get("LOCAL_RANK", "0") == "0":
             log.warning("%s was cut mid-save (no trainer_state.json): removing it; training resumes from the one before", ckpt)
             shutil.rmtree(ckpt, ignore_errors=True)
-    return str(max(done, key=lambda c: int(c.name.split("-", 1)[1]))) if done else None
+    return str(done[max(done)]) if done else None
 
 
 def _finished_state(checkpoint: str | None) -> dict | None:
