@@ -150,6 +150,53 @@ def test_repetition_penalty_spares_the_prompt(loaded):
     assert hf_default[0, ids[0, 0]] == pytest.approx(5.0 / 1.5)
 
 
+def test_format_tokens_are_line_breaks_and_tag_pieces(loaded):
+    from safetrigger.generation.base import format_token_ids
+
+    tok = loaded.tokenizer
+    ids = set(format_token_ids(tok))
+    for text in ("\n", "\n</safe>", "<safe>", "</think>"):
+        assert set(tok(text, add_special_tokens=False).input_ids) <= ids
+    assert not set(tok(" bread flour", add_special_tokens=False).input_ids) & ids
+
+
+def test_repetition_penalty_spares_the_format_tokens(loaded):
+    """A block repeats its line break and the pieces of <safe> when it closes: those keep their
+    logits, while a repeated word is still penalized."""
+    import torch
+
+    from safetrigger.generation.base import format_token_ids
+    from safetrigger.generation.transformers_backend import repetition_penalty
+
+    tok = loaded.tokenizer
+    spared = format_token_ids(tok)
+    gen = tok("<safe>\nbread flour\n", return_tensors="pt", add_special_tokens=False).input_ids
+    scores = torch.full((1, len(tok)), 3.0)
+    word = tok(" flour", add_special_tokens=False).input_ids[-1]
+    newline = tok("\n", add_special_tokens=False).input_ids[-1]
+    assert word in gen[0].tolist() and newline in gen[0].tolist()
+    sparing = repetition_penalty(1.5, 0, spared)(gen, scores.clone())
+    plain = repetition_penalty(1.5, 0)(gen, scores.clone())
+    assert sparing[0, newline] == 3.0 and plain[0, newline] == pytest.approx(2.0)
+    assert sparing[0, word] == pytest.approx(2.0) == plain[0, word]
+    assert torch.equal(sparing[0, spared], scores[0, spared])
+
+
+def test_backend_spares_format_tokens_unless_asked_not_to(loaded, monkeypatch):
+    seen = []
+    real = loaded.model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["logits_processor"][0])
+        return real(**kwargs)
+
+    monkeypatch.setattr(loaded.model, "generate", spy)
+    backend = TransformersBackend(loaded.model, loaded.tokenizer, batch_size=4, progress=False)
+    for spare in (True, False):
+        backend.complete(["hello"], SamplingParams(max_new_tokens=2, repetition_penalty=1.3, penalty_spares_format=spare))
+    assert seen[0].spared == backend.format_ids and backend.format_ids and seen[1].spared == []
+
+
 def test_backend_passes_the_prompt_width_to_the_penalty(loaded, monkeypatch):
     seen = {}
     real = loaded.model.generate

@@ -68,8 +68,10 @@ def vl(mcfg):
 
 
 def test_greedy_fp32_is_token_identical_to_transformers(hf, vl):
-    for penalty in (1.0, 5.0):  # 5.0: our generated-tokens-only penalty, on both sides (strong: random logits are flat)
-        p = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty)
+    # 5.0: our generated-tokens-only penalty, on both sides (strong: random logits are flat),
+    # sparing the format's tokens or not
+    for penalty, spare in ((1.0, True), (5.0, True), (5.0, False)):
+        p = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty, penalty_spares_format=spare)
         a, b = hf.complete(PROMPTS, p), vl.complete(PROMPTS, p)
         assert [r[0].text for r in a] == [r[0].text for r in b]
         assert [(r[0].finish_reason, r[0].completion_tokens, r[0].prompt_tokens) for r in a] == \
@@ -98,7 +100,8 @@ def test_streamed_text_adds_up_to_the_reply_and_a_stop_aborts_at_the_next_step(v
 
 
 def test_stop_strings_and_finish_reasons(hf, vl):
-    varied = SamplingParams(max_new_tokens=24, repetition_penalty=5.0)  # no loop of one token
+    # no loop of one token (the random model would loop on a spared line break)
+    varied = SamplingParams(max_new_tokens=24, repetition_penalty=5.0, penalty_spares_format=False)
     free = vl.complete(PROMPTS[:2], varied)
     assert all(r[0].finish_reason == "length" and r[0].completion_tokens == 24 for r in free)
     text = free[0][0].text

@@ -25,6 +25,9 @@ class SamplingParams:
     """Stop strings; the matched one is cut from the text and reported."""
     repetition_penalty: float = 1.0
     """>1 discourages repeating tokens (1.0 = off)."""
+    penalty_spares_format: bool = True
+    """The repetition penalty leaves the format's line breaks and tag tokens alone
+    (:func:`format_token_ids`)."""
     seed: int = 0
     """Seed for sampling (backends document their reproducibility scope)."""
 
@@ -134,6 +137,26 @@ def end_token_ids(tokenizer, end_tokens: list[str] | None) -> list[int]:
         if isinstance(tid, int) and tid != tokenizer.unk_token_id:
             ids.add(tid)
     return sorted(i for i in ids if i is not None)
+
+
+# Text whose tokens are the response format's structure rather than content.
+FORMAT_TEXTS = ("\n", "\n\n", " \n", "<think>", "</think>", "<safe>", "</safe>", "\n</safe>", "\n</think>")
+
+
+def format_token_ids(tokenizer) -> list[int]:
+    """Token ids of line breaks and of the ``<think>``/``<safe>`` tags' pieces, which the
+    repetition penalty spares (``SamplingParams.penalty_spares_format``).
+
+    Why: a ``<safe>`` block repeats its structure by design: a line break ends every line, and
+    ``</safe>`` repeats the ``safe`` and ``>`` of ``<safe>``. Penalized, each line end and the
+    close get less likely the further the block goes, so a trained model ran its lines on
+    and rarely closed the block. Pass ② writes each scaffold line in a call of its own, where
+    the penalty has seen nothing yet, so training data and inference disagreed on exactly these
+    tokens. Loops, what the penalty is for, are in the words, which stay penalized."""
+    ids: set[int] = set()
+    for text in FORMAT_TEXTS:
+        ids.update(tokenizer(text, add_special_tokens=False).input_ids)
+    return sorted(ids)
 
 
 def completion_from_ids(tokenizer, gen: list[int], end_ids, prompt_len: int, params: SamplingParams,

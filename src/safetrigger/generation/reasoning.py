@@ -68,6 +68,7 @@ def sampling(
         stop=stop,
         seed=gen.seed if seed is None else seed,
         repetition_penalty=gen.repetition_penalty,
+        penalty_spares_format=gen.penalty_spares_format,
     )
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from safetrigger.generation.base import Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids, end_token_ids
+from safetrigger.generation.base import (Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids,
+                                         end_token_ids, format_token_ids)
 
 
 class _Streamer:
@@ -51,6 +52,7 @@ class TransformersBackend(GenerationBackend):
         self.batch_size = batch_size
         self.progress = progress
         self.end_ids = end_token_ids(tokenizer, end_tokens)
+        self.format_ids = format_token_ids(tokenizer)
         self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
 
     def identity(self) -> dict:
@@ -96,7 +98,8 @@ class TransformersBackend(GenerationBackend):
             if params.temperature > 0:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
             if params.repetition_penalty != 1.0:
-                kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width)
+                spared = self.format_ids if params.penalty_spares_format else []
+                kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width, spared)
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
             if on_text is not None or should_stop is not None:
@@ -153,8 +156,9 @@ class TransformersBackend(GenerationBackend):
         return next_token_entropies(self.model, seqs, pad, self.batch_size)
 
 
-def repetition_penalty(penalty: float, prompt_width: int):
-    """HF's repetition penalty over the tokens this call generates only (not the prompt).
+def repetition_penalty(penalty: float, prompt_width: int, spared: list[int] | None = None):
+    """HF's repetition penalty over the tokens this call generates only (not the prompt), with
+    the ``spared`` token ids (``base.format_token_ids``) left unpenalized.
 
     Why: HF (and vLLM) also penalize every prompt token, and every prompt here holds the format
     markup — ``<think>``, ``</think>``, chat tags — whose tokens (``<``, ``\n``) a Safe-Trigger
@@ -163,5 +167,21 @@ def repetition_penalty(penalty: float, prompt_width: int):
     """
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-    return LogitsProcessorList([RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_width)])
+    return LogitsProcessorList([_SparingPenalty(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_width), spared or [])])
+
+
+class _SparingPenalty:
+    """HF's penalty processor, with the logits of the ``spared`` ids put back after it ran."""
+
+    def __init__(self, hf, spared: list[int]):
+        self.hf, self.spared = hf, list(spared)
+        self.penalty, self.prompt_ignore_length = hf.penalty, hf.prompt_ignore_length
+
+    def __call__(self, input_ids, scores):
+        if not self.spared:
+            return self.hf(input_ids, scores)
+        kept = scores[:, self.spared].clone()
+        out = self.hf(input_ids, scores)
+        out[:, self.spared] = kept
+        return out
 

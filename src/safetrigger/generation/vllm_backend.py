@@ -36,7 +36,7 @@ from pathlib import Path
 
 from safetrigger.errors import ModelError
 from safetrigger.generation.base import (Completion, GenerationBackend, GenerationCancelled, NextToken, SamplingParams, TextDeltas,
-                                         completion_from_ids, end_token_ids)
+                                         completion_from_ids, end_token_ids, format_token_ids)
 from safetrigger.memory import give_back
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ INSTALL_HINT = ("vLLM is not installed: `pip install vllm` on a GPU machine, `pi
                 "on a CPU-only one (scripts/setup.sh does this), or use --generation.backend transformers")
 MAX_MODEL_LEN_CAP = 32768
 PENALTY_ARG = "safetrigger_output_repetition_penalty"
+SPARED_ARG = "safetrigger_penalty_spared_ids"
 
 
 def _import_vllm():
@@ -262,6 +263,7 @@ class VLLMBackend(GenerationBackend):
                              gen.tensor_parallel_size, gen.data_parallel_size, max_len, eager)
         self.llm = engine_for(self.key, gen, cache_root(cfg), hf, cfg.trust_remote_code, alongside=alongside)
         self.end_ids = end_token_ids(self.tokenizer, end_tokens)
+        self.format_ids = format_token_ids(self.tokenizer)
         self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
 
     def identity(self) -> dict:
@@ -342,7 +344,9 @@ class VLLMBackend(GenerationBackend):
         if on_text is not None and (len(prompts) != 1 or num_samples != 1):
             raise ValueError("on_text streams one completion: one prompt, one sample")
         encoded = self._encode(prompts, params.max_new_tokens)
-        extra = {PENALTY_ARG: params.repetition_penalty} if params.repetition_penalty != 1.0 else None
+        extra = None
+        if params.repetition_penalty != 1.0:
+            extra = {PENALTY_ARG: params.repetition_penalty, SPARED_ARG: self.format_ids if params.penalty_spares_format else []}
         plist = [VSP(
             n=num_samples, max_tokens=params.max_new_tokens, temperature=params.temperature,
             top_p=params.top_p if params.temperature > 0 else 1.0, top_k=0, seed=request_seed(params.seed, x),
@@ -433,7 +437,8 @@ except ImportError:  # vLLM missing: the backend raises the install hint when as
 
 
 class OutputRepetitionPenalty(_Adapter):
-    """HF's repetition penalty over generated tokens only (per request, from extra_args)."""
+    """HF's repetition penalty over generated tokens only, sparing the format's token ids
+    (``base.format_token_ids``); per request, from extra_args."""
 
     def is_argmax_invariant(self) -> bool:
         return False
@@ -442,13 +447,15 @@ class OutputRepetitionPenalty(_Adapter):
         penalty = (params.extra_args or {}).get(PENALTY_ARG)
         if not penalty or penalty == 1.0:
             return None
+        spared = frozenset((params.extra_args or {}).get(SPARED_ARG) or ())
 
         def apply(output_ids, logits):
-            if not output_ids:
+            hit = set(output_ids) - spared
+            if not hit:
                 return logits
             import torch
 
-            idx = torch.tensor(sorted(set(output_ids)), dtype=torch.long, device=logits.device)
+            idx = torch.tensor(sorted(hit), dtype=torch.long, device=logits.device)
             score = logits.index_select(-1, idx)
             return logits.index_copy(-1, idx, torch.where(score > 0, score / penalty, score * penalty))
 
