@@ -150,36 +150,50 @@ def test_repetition_penalty_spares_the_prompt(loaded):
     assert hf_default[0, ids[0, 0]] == pytest.approx(5.0 / 1.5)
 
 
-def test_format_tokens_are_line_breaks_and_tag_pieces(loaded):
-    from safetrigger.generation.base import format_token_ids
+def test_block_spare_knows_its_tokens_and_when_a_block_is_open(loaded):
+    from safetrigger.generation.base import BlockSpare
 
     tok = loaded.tokenizer
-    ids = set(format_token_ids(tok))
-    for text in ("\n", "\n</safe>", "<safe>", "</think>"):
-        assert set(tok(text, add_special_tokens=False).input_ids) <= ids
-    assert not set(tok(" bread flour", add_special_tokens=False).input_ids) & ids
+    spare = BlockSpare.of(tok)
+
+    def ids(text):
+        return tok(text, add_special_tokens=False).input_ids
+
+    assert set(ids("\n</safe>")) | set(ids("<safe>")) <= set(spare.ids)
+    assert not set(ids(" bread flour")) & set(spare.ids)
+    assert not spare.is_open(ids("</think>\n\nbread"))
+    assert spare.is_open(ids("</think>\n\n<safe>\nCore issue: bread"))
+    assert not spare.is_open(ids("<safe>\nbread\n</safe>\n\nflour"))
+    assert spare.is_open(ids("Core issue: bread"), was_open=True)  # opened in the prompt
+    text = ids("x <safe>\nbread\n</safe> and <safe>\nflour")
+    state, n = False, 0
+    for end in range(1, len(text) + 1):  # token by token, as generation reads it
+        state, n = spare.is_open(text[:end], state, n), end
+    assert state is spare.is_open(text) is True
 
 
-def test_repetition_penalty_spares_the_format_tokens(loaded):
-    """A block repeats its line break and the pieces of <safe> when it closes: those keep their
-    logits, while a repeated word is still penalized."""
+def test_repetition_penalty_spares_the_format_inside_a_block_only(loaded):
+    """Inside an open block the line break and the pieces of <safe> keep their logits while a
+    repeated word is still penalized; after </safe> the line break is penalized again."""
     import torch
 
-    from safetrigger.generation.base import format_token_ids
+    from safetrigger.generation.base import BlockSpare
     from safetrigger.generation.transformers_backend import repetition_penalty
 
     tok = loaded.tokenizer
-    spared = format_token_ids(tok)
-    gen = tok("<safe>\nbread flour\n", return_tensors="pt", add_special_tokens=False).input_ids
-    scores = torch.full((1, len(tok)), 3.0)
+    spare = BlockSpare.of(tok)
     word = tok(" flour", add_special_tokens=False).input_ids[-1]
     newline = tok("\n", add_special_tokens=False).input_ids[-1]
-    assert word in gen[0].tolist() and newline in gen[0].tolist()
-    sparing = repetition_penalty(1.5, 0, spared)(gen, scores.clone())
-    plain = repetition_penalty(1.5, 0)(gen, scores.clone())
+    prompt = tok("Q:", add_special_tokens=False).input_ids
+    inside = tok("<safe>\nbread flour\n", add_special_tokens=False).input_ids
+    after = tok("<safe>\nbread flour\n</safe>\n\nok", add_special_tokens=False).input_ids
+    both = torch.tensor([prompt + inside + [tok.pad_token_id] * (len(after) - len(inside)), prompt + after])
+    scores = torch.full((2, len(tok)), 3.0)
+    sparing = repetition_penalty(1.5, len(prompt), spare)(both, scores.clone())
+    plain = repetition_penalty(1.5, len(prompt))(both, scores.clone())
     assert sparing[0, newline] == 3.0 and plain[0, newline] == pytest.approx(2.0)
+    assert sparing[1, newline] == pytest.approx(2.0)  # the block is closed in row 1
     assert sparing[0, word] == pytest.approx(2.0) == plain[0, word]
-    assert torch.equal(sparing[0, spared], scores[0, spared])
 
 
 def test_backend_spares_format_tokens_unless_asked_not_to(loaded, monkeypatch):
@@ -194,7 +208,7 @@ def test_backend_spares_format_tokens_unless_asked_not_to(loaded, monkeypatch):
     backend = TransformersBackend(loaded.model, loaded.tokenizer, batch_size=4, progress=False)
     for spare in (True, False):
         backend.complete(["hello"], SamplingParams(max_new_tokens=2, repetition_penalty=1.3, penalty_spares_format=spare))
-    assert seen[0].spared == backend.format_ids and backend.format_ids and seen[1].spared == []
+    assert seen[0].spare is backend.spare and backend.spare.ids and seen[1].spare is None
 
 
 def test_backend_passes_the_prompt_width_to_the_penalty(loaded, monkeypatch):

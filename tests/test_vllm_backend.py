@@ -69,14 +69,16 @@ def vl(mcfg):
 
 def test_greedy_fp32_is_token_identical_to_transformers(hf, vl):
     # 5.0: our generated-tokens-only penalty, on both sides (strong: random logits are flat),
-    # sparing the format's tokens or not
-    for penalty, spare in ((1.0, True), (5.0, True), (5.0, False)):
+    # sparing or not; prompts whose <safe> block is open, too (the spared path)
+    in_block = [p + "x\n</think>\n\n<safe>\n" for p in PROMPTS[:3]]
+    for penalty, spare, prompts in ((1.0, True, PROMPTS), (5.0, True, PROMPTS), (5.0, False, PROMPTS), (5.0, True, in_block)):
         p = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty, penalty_spares_format=spare)
-        a, b = hf.complete(PROMPTS, p), vl.complete(PROMPTS, p)
+        a, b = hf.complete(prompts, p), vl.complete(prompts, p)
         assert [r[0].text for r in a] == [r[0].text for r in b]
         assert [(r[0].finish_reason, r[0].completion_tokens, r[0].prompt_tokens) for r in a] == \
                [(r[0].finish_reason, r[0].completion_tokens, r[0].prompt_tokens) for r in b]
     plain = vl.complete(PROMPTS[:1], SamplingParams(max_new_tokens=24))[0][0].text
+    b = vl.complete(PROMPTS[:1], SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=5.0))
     assert plain != b[0][0].text, "the penalty must change a looping random model's output"
 
 

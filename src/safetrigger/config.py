@@ -62,7 +62,7 @@ class GenerationConfig:
     num_samples: int = opt(1, "Completions per prompt.")
     seed: int = opt(0, "Base seed: the same prompts, batch size and seed give the same samples.")
     repetition_penalty: float = opt(1.0, "Repetition penalty (>1 discourages loops; small models need it, 1.0 = off). The transformers backend applies it to generated tokens only, so the format tags in the prompt stay free to emit.")
-    penalty_spares_format: bool = opt(True, "The repetition penalty spares line breaks and the <think>/<safe> tag tokens, which a <safe> block repeats by design (false: penalize them like words, as before 2026-12-01). Local backends only.")
+    penalty_spares_format: bool = opt(True, "Inside a <safe> block the repetition penalty spares line breaks and the tag's tokens, which the block repeats by design (false: penalize them like words, as runs before 2026-12-01 did; resumes their run dirs). Local backends only.")
     stop: list[str] = opt(help="Extra stop strings for the answer phase.", factory=list)
     save_every: int = opt(64, "Prompts per chunk written to disk: a kill loses at most this many.")
     progress: bool = opt(True, "Show a progress bar (rates and ETA).")

@@ -84,4 +84,8 @@ def output_settings(gen) -> dict:
     from dataclasses import asdict
 
     skip = _TRANSPORT + (() if gen.backend == "openai" else _SERVER)
-    return {k: v for k, v in asdict(gen).items() if k not in skip}
+    out = {k: v for k, v in asdict(gen).items() if k not in skip}
+    # Run dirs made before the penalty spared the block's tokens resume with it set false.
+    if not out.get("penalty_spares_format", True):
+        del out["penalty_spares_format"]
+    return out

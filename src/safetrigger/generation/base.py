@@ -26,8 +26,8 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     """>1 discourages repeating tokens (1.0 = off)."""
     penalty_spares_format: bool = True
-    """The repetition penalty leaves the format's line breaks and tag tokens alone
-    (:func:`format_token_ids`)."""
+    """Inside a ``<safe>`` block the repetition penalty leaves line breaks and the tag's tokens
+    alone (:class:`BlockSpare`)."""
     seed: int = 0
     """Seed for sampling (backends document their reproducibility scope)."""
 
@@ -140,23 +140,51 @@ def end_token_ids(tokenizer, end_tokens: list[str] | None) -> list[int]:
 
 
 # Text whose tokens are the response format's structure rather than content.
-FORMAT_TEXTS = ("\n", "\n\n", " \n", "<think>", "</think>", "<safe>", "</safe>", "\n</safe>", "\n</think>")
+FORMAT_TEXTS = ("\n", "\n\n", " \n", "<safe>", "</safe>", "\n</safe>")
 
 
-def format_token_ids(tokenizer) -> list[int]:
-    """Token ids of line breaks and of the ``<think>``/``<safe>`` tags' pieces, which the
-    repetition penalty spares (``SamplingParams.penalty_spares_format``).
+@dataclass(frozen=True)
+class BlockSpare:
+    """Which token ids the repetition penalty spares, and when: line breaks and the pieces of
+    ``<safe>``/``</safe>``, while a ``<safe>`` block is open (``SamplingParams.penalty_spares_format``).
 
-    Why: a ``<safe>`` block repeats its structure by design: a line break ends every line, and
-    ``</safe>`` repeats the ``safe`` and ``>`` of ``<safe>``. Penalized, each line end and the
-    close get less likely the further the block goes, so a trained model ran its lines on
-    and rarely closed the block. Pass ② writes each scaffold line in a call of its own, where
-    the penalty has seen nothing yet, so training data and inference disagreed on exactly these
-    tokens. Loops, what the penalty is for, are in the words, which stay penalized."""
-    ids: set[int] = set()
-    for text in FORMAT_TEXTS:
-        ids.update(tokenizer(text, add_special_tokens=False).input_ids)
-    return sorted(ids)
+    Why: a block repeats its structure by design: a line break ends every line, and ``</safe>``
+    repeats the ``safe`` and ``>`` of ``<safe>``. Penalized, each line end and the close get
+    less likely, so a trained model ran its lines on and rarely closed the block (dev: 14 % of
+    advbench-dev blocks complete, 58 % spared). Pass ② writes each scaffold line in a call of
+    its own, where the penalty has seen nothing, so training data and inference disagreed on
+    exactly these tokens. Only inside the block: spared everywhere, line breaks let a plain
+    answer loop back into ``\n</think>`` (63 of 160 general pass-① rows malformed against 35)."""
+
+    ids: tuple[int, ...] = ()
+    opens: tuple[tuple[int, ...], ...] = ()
+    closes: tuple[tuple[int, ...], ...] = ()
+
+    @classmethod
+    def of(cls, tokenizer) -> "BlockSpare":
+        def enc(text):
+            return tuple(tokenizer(text, add_special_tokens=False).input_ids)
+
+        nl = enc("\n")
+
+        def forms(tag):  # the tag alone, and as it tokenizes after a line break
+            after = enc("\n" + tag)
+            return tuple({enc(tag), after[len(nl):] if after[: len(nl)] == nl else after})
+
+        ids = sorted({i for text in FORMAT_TEXTS for i in enc(text)})
+        return cls(tuple(ids), forms("<safe>"), forms("</safe>"))
+
+    def is_open(self, ids, was_open: bool = False, start: int = 0) -> bool:
+        """Whether a block is open after the token ids ``ids``, given that it was (``was_open``)
+        after ``ids[:start]``: the last tag ending past ``start`` decides. Generation passes the
+        previous length as ``start``, so each step reads only its new token."""
+        state = was_open
+        for end in range(start + 1, len(ids) + 1):
+            if any(tuple(ids[max(0, end - len(p)) : end]) == p for p in self.opens):
+                state = True
+            elif any(tuple(ids[max(0, end - len(p)) : end]) == p for p in self.closes):
+                state = False
+        return state
 
 
 def completion_from_ids(tokenizer, gen: list[int], end_ids, prompt_len: int, params: SamplingParams,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
-from safetrigger.generation.base import (Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids,
-                                         end_token_ids, format_token_ids)
+from safetrigger.generation.base import (BlockSpare, Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids,
+                                         end_token_ids)
 
 
 class _Streamer:
@@ -52,7 +52,7 @@ class TransformersBackend(GenerationBackend):
         self.batch_size = batch_size
         self.progress = progress
         self.end_ids = end_token_ids(tokenizer, end_tokens)
-        self.format_ids = format_token_ids(tokenizer)
+        self.spare = BlockSpare.of(tokenizer)
         self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
 
     def identity(self) -> dict:
@@ -98,8 +98,8 @@ class TransformersBackend(GenerationBackend):
             if params.temperature > 0:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
             if params.repetition_penalty != 1.0:
-                spared = self.format_ids if params.penalty_spares_format else []
-                kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width, spared)
+                spare = self.spare if params.penalty_spares_format else None
+                kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width, spare)
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
             if on_text is not None or should_stop is not None:
@@ -156,9 +156,9 @@ class TransformersBackend(GenerationBackend):
         return next_token_entropies(self.model, seqs, pad, self.batch_size)
 
 
-def repetition_penalty(penalty: float, prompt_width: int, spared: list[int] | None = None):
+def repetition_penalty(penalty: float, prompt_width: int, spare: BlockSpare | None = None):
     """HF's repetition penalty over the tokens this call generates only (not the prompt), with
-    the ``spared`` token ids (``base.format_token_ids``) left unpenalized.
+    ``spare``'s token ids left unpenalized while a ``<safe>`` block is open (:class:`BlockSpare`).
 
     Why: HF (and vLLM) also penalize every prompt token, and every prompt here holds the format
     markup — ``<think>``, ``</think>``, chat tags — whose tokens (``<``, ``\n``) a Safe-Trigger
@@ -167,21 +167,31 @@ def repetition_penalty(penalty: float, prompt_width: int, spared: list[int] | No
     """
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-    return LogitsProcessorList([_SparingPenalty(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_width), spared or [])])
+    return LogitsProcessorList([_SparingPenalty(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_width), spare)])
 
 
 class _SparingPenalty:
-    """HF's penalty processor, with the logits of the ``spared`` ids put back after it ran."""
+    """HF's penalty processor; in rows whose ``<safe>`` block is open, the spared ids' logits are
+    put back after it ran."""
 
-    def __init__(self, hf, spared: list[int]):
-        self.hf, self.spared = hf, list(spared)
+    def __init__(self, hf, spare: BlockSpare | None):
+        self.hf, self.spare = hf, spare
         self.penalty, self.prompt_ignore_length = hf.penalty, hf.prompt_ignore_length
+        self.open: list[bool] | None = None  # per row: the block's state after `self.seen` tokens
+        self.seen = 0
 
     def __call__(self, input_ids, scores):
-        if not self.spared:
+        if self.spare is None or not self.spare.ids:
             return self.hf(input_ids, scores)
-        kept = scores[:, self.spared].clone()
+        rows = input_ids.tolist()  # the rows of one generate call keep their order
+        if self.open is None:
+            self.open = [False] * len(rows)
+        self.open = [self.spare.is_open(r, o, self.seen) for r, o in zip(rows, self.open)]
+        self.seen = input_ids.shape[1]
+        spared = list(self.spare.ids)
+        kept = scores[:, spared].clone()
         out = self.hf(input_ids, scores)
-        out[:, self.spared] = kept
+        for b, is_open in enumerate(self.open):
+            if is_open:
+                out[b, spared] = kept[b]
         return out
-

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import ModelError
-from safetrigger.generation.base import (Completion, GenerationBackend, GenerationCancelled, NextToken, SamplingParams, TextDeltas,
-                                         completion_from_ids, end_token_ids, format_token_ids)
+from safetrigger.generation.base import (BlockSpare, Completion, GenerationBackend, GenerationCancelled, NextToken, SamplingParams, TextDeltas,
+                                         completion_from_ids, end_token_ids)
 from safetrigger.memory import give_back
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ INSTALL_HINT = ("vLLM is not installed: `pip install vllm` on a GPU machine, `pi
                 "on a CPU-only one (scripts/setup.sh does this), or use --generation.backend transformers")
 MAX_MODEL_LEN_CAP = 32768
 PENALTY_ARG = "safetrigger_output_repetition_penalty"
-SPARED_ARG = "safetrigger_penalty_spared_ids"
+SPARE_ARG = "safetrigger_penalty_spare"
 
 
 def _import_vllm():
@@ -263,7 +263,7 @@ class VLLMBackend(GenerationBackend):
                              gen.tensor_parallel_size, gen.data_parallel_size, max_len, eager)
         self.llm = engine_for(self.key, gen, cache_root(cfg), hf, cfg.trust_remote_code, alongside=alongside)
         self.end_ids = end_token_ids(self.tokenizer, end_tokens)
-        self.format_ids = format_token_ids(self.tokenizer)
+        self.spare = BlockSpare.of(self.tokenizer)
         self.stats = {"prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0}
 
     def identity(self) -> dict:
@@ -337,6 +337,17 @@ class VLLMBackend(GenerationBackend):
             self.stats["seconds"] += time.perf_counter() - t0
         return [done[r] for r in ids]
 
+    def _penalty_args(self, params: SamplingParams, prompt_ids: list[int]) -> dict | None:
+        """The request's extra_args for ``OutputRepetitionPenalty`` (None: no penalty)."""
+        if params.repetition_penalty == 1.0:
+            return None
+        extra = {PENALTY_ARG: params.repetition_penalty}
+        if params.penalty_spares_format and self.spare.ids:
+            s = self.spare
+            extra[SPARE_ARG] = {"ids": list(s.ids), "opens": [list(p) for p in s.opens], "closes": [list(p) for p in s.closes],
+                                "open": s.is_open(prompt_ids)}
+        return extra
+
     def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1, *, on_text=None,
                  should_stop=None) -> list[list[Completion]]:
         from vllm import SamplingParams as VSP
@@ -344,14 +355,11 @@ class VLLMBackend(GenerationBackend):
         if on_text is not None and (len(prompts) != 1 or num_samples != 1):
             raise ValueError("on_text streams one completion: one prompt, one sample")
         encoded = self._encode(prompts, params.max_new_tokens)
-        extra = None
-        if params.repetition_penalty != 1.0:
-            extra = {PENALTY_ARG: params.repetition_penalty, SPARED_ARG: self.format_ids if params.penalty_spares_format else []}
         plist = [VSP(
             n=num_samples, max_tokens=params.max_new_tokens, temperature=params.temperature,
             top_p=params.top_p if params.temperature > 0 else 1.0, top_k=0, seed=request_seed(params.seed, x),
             stop=list(params.stop) or None, stop_token_ids=self.end_ids, skip_special_tokens=False,
-            include_stop_str_in_output=True, extra_args=extra,
+            include_stop_str_in_output=True, extra_args=self._penalty_args(params, x),
         ) for x in encoded]
         stepped = on_text is not None or should_stop is not None
         outs = self._stepped(encoded, plist, on_text, should_stop) if stepped else self._run(encoded, plist, "prompt")
@@ -437,8 +445,8 @@ except ImportError:  # vLLM missing: the backend raises the install hint when as
 
 
 class OutputRepetitionPenalty(_Adapter):
-    """HF's repetition penalty over generated tokens only, sparing the format's token ids
-    (``base.format_token_ids``); per request, from extra_args."""
+    """HF's repetition penalty over generated tokens only, sparing the format's token ids while
+    a ``<safe>`` block is open (``base.BlockSpare``); per request, from extra_args."""
 
     def is_argmax_invariant(self) -> bool:
         return False
@@ -447,10 +455,20 @@ class OutputRepetitionPenalty(_Adapter):
         penalty = (params.extra_args or {}).get(PENALTY_ARG)
         if not penalty or penalty == 1.0:
             return None
-        spared = frozenset((params.extra_args or {}).get(SPARED_ARG) or ())
+        arg = (params.extra_args or {}).get(SPARE_ARG)
+        spare = BlockSpare(tuple(arg["ids"]), tuple(map(tuple, arg["opens"])), tuple(map(tuple, arg["closes"]))) if arg else None
+
+        seen = {"n": 0, "open": arg["open"] if arg else False}  # the block's state after output_ids[:n]
 
         def apply(output_ids, logits):
-            hit = set(output_ids) - spared
+            hit = set(output_ids)
+            if spare is not None:
+                if len(output_ids) < seen["n"]:  # a preempted request starts over
+                    seen.update(n=0, open=arg["open"])
+                seen["open"] = spare.is_open(output_ids, seen["open"], seen["n"])
+                seen["n"] = len(output_ids)
+                if seen["open"]:
+                    hit -= set(spare.ids)
             if not hit:
                 return logits
             import torch
