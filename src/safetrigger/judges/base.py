@@ -120,6 +120,7 @@ class Judge(ABC):
 _BUILTIN: dict[str, str] = {
     "refusal-minilm": "safetrigger.judges.refusal:RefusalJudge",
     "refusal-keywords": "safetrigger.judges.refusal:KeywordRefusalJudge",
+    "refusal-opener": "safetrigger.judges.refusal:OpenerRefusalJudge",
     "llama-guard": "safetrigger.judges.llama_guard:LlamaGuardJudge",
     "llm-rubric": "safetrigger.judges.llm_rubric:LLMRubricJudge",
 }
