@@ -292,6 +292,7 @@ def create_app(loaded, backend, gen, system: str | None, model_name: str, api_ke
             top_p=gen.top_p if req.top_p is None else req.top_p,
             stop=stops(req),
             repetition_penalty=req.repetition_penalty or gen.repetition_penalty,
+            penalty_spares_format=gen.penalty_spares_format,
             seed=gen.seed if req.seed is None else req.seed,
         )
         lengths = [len(loaded.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
