@@ -151,7 +151,7 @@ def test_repetition_penalty_spares_the_prompt(loaded):
 
 
 def test_block_spare_knows_its_tokens_and_when_a_block_is_open(loaded):
-    from safetrigger.generation.base import BlockSpare
+    from safetrigger.generation.base import AFTER, INSIDE, OUTSIDE, BlockSpare
 
     tok = loaded.tokenizer
     spare = BlockSpare.of(tok)
@@ -161,20 +161,22 @@ def test_block_spare_knows_its_tokens_and_when_a_block_is_open(loaded):
 
     assert set(ids("\n</safe>")) | set(ids("<safe>")) <= set(spare.ids)
     assert not set(ids(" bread flour")) & set(spare.ids)
-    assert not spare.is_open(ids("</think>\n\nbread"))
-    assert spare.is_open(ids("</think>\n\n<safe>\nCore issue: bread"))
-    assert not spare.is_open(ids("<safe>\nbread\n</safe>\n\nflour"))
-    assert spare.is_open(ids("Core issue: bread"), was_open=True)  # opened in the prompt
+    assert spare.state(ids("</think>\n\nbread")) == OUTSIDE
+    assert spare.state(ids("</think>\n\n<safe>\nCore issue: bread")) == INSIDE
+    assert spare.state(ids("<safe>\nbread\n</safe>\n\n")) == AFTER  # up to the answer
+    assert spare.state(ids("<safe>\nbread\n</safe>\n\nflour")) == OUTSIDE
+    assert spare.state(ids("Core issue: bread"), was=INSIDE) == INSIDE  # opened in the prompt
     text = ids("x <safe>\nbread\n</safe> and <safe>\nflour")
-    state, n = False, 0
+    state, n = OUTSIDE, 0
     for end in range(1, len(text) + 1):  # token by token, as generation reads it
-        state, n = spare.is_open(text[:end], state, n), end
-    assert state is spare.is_open(text) is True
+        state, n = spare.state(text[:end], state, n), end
+    assert state == spare.state(text) == INSIDE
 
 
 def test_repetition_penalty_spares_the_format_inside_a_block_only(loaded):
     """Inside an open block the line break and the pieces of <safe> keep their logits while a
-    repeated word is still penalized; after </safe> the line break is penalized again."""
+    repeated word is still penalized; once the answer after </safe> begins, the line break is
+    penalized again."""
     import torch
 
     from safetrigger.generation.base import BlockSpare
@@ -185,14 +187,16 @@ def test_repetition_penalty_spares_the_format_inside_a_block_only(loaded):
     word = tok(" flour", add_special_tokens=False).input_ids[-1]
     newline = tok("\n", add_special_tokens=False).input_ids[-1]
     prompt = tok("Q:", add_special_tokens=False).input_ids
-    inside = tok("<safe>\nbread flour\n", add_special_tokens=False).input_ids
-    after = tok("<safe>\nbread flour\n</safe>\n\nok", add_special_tokens=False).input_ids
-    both = torch.tensor([prompt + inside + [tok.pad_token_id] * (len(after) - len(inside)), prompt + after])
-    scores = torch.full((2, len(tok)), 3.0)
-    sparing = repetition_penalty(1.5, len(prompt), spare)(both, scores.clone())
+    rows = [tok(t, add_special_tokens=False).input_ids for t in
+            ("<safe>\nbread flour\n", "<safe>\nbread flour\n</safe>\n", "<safe>\nbread flour\n</safe>\n\nok")]
+    width = max(map(len, rows))
+    both = torch.tensor([[tok.pad_token_id] * (width - len(r)) + prompt + r for r in rows])
+    scores = torch.full((3, len(tok)), 3.0)
+    sparing = repetition_penalty(1.5, len(prompt), spare)(both, scores.clone())  # pads count as generated: harmless here
     plain = repetition_penalty(1.5, len(prompt))(both, scores.clone())
     assert sparing[0, newline] == 3.0 and plain[0, newline] == pytest.approx(2.0)
-    assert sparing[1, newline] == pytest.approx(2.0)  # the block is closed in row 1
+    assert sparing[1, newline] == 3.0  # closed, the blank line before the answer still spared
+    assert sparing[2, newline] == pytest.approx(2.0)  # the answer has begun
     assert sparing[0, word] == pytest.approx(2.0) == plain[0, word]
 
 

@@ -146,7 +146,8 @@ FORMAT_TEXTS = ("\n", "\n\n", " \n", "<safe>", "</safe>", "\n</safe>")
 @dataclass(frozen=True)
 class BlockSpare:
     """Which token ids the repetition penalty spares, and when: line breaks and the pieces of
-    ``<safe>``/``</safe>``, while a ``<safe>`` block is open (``SamplingParams.penalty_spares_format``).
+    ``<safe>``/``</safe>``, while a ``<safe>`` block is open and up to the answer after it
+    (``SamplingParams.penalty_spares_format``).
 
     Why: a block repeats its structure by design: a line break ends every line, and ``</safe>``
     repeats the ``safe`` and ``>`` of ``<safe>``. Penalized, each line end and the close get
@@ -174,17 +175,26 @@ class BlockSpare:
         ids = sorted({i for text in FORMAT_TEXTS for i in enc(text)})
         return cls(tuple(ids), forms("<safe>"), forms("</safe>"))
 
-    def is_open(self, ids, was_open: bool = False, start: int = 0) -> bool:
-        """Whether a block is open after the token ids ``ids``, given that it was (``was_open``)
-        after ``ids[:start]``: the last tag ending past ``start`` decides. Generation passes the
-        previous length as ``start``, so each step reads only its new token."""
-        state = was_open
+    def state(self, ids, was: int = 0, start: int = 0) -> int:
+        """Where ``ids`` end relative to a block: ``OUTSIDE``, ``INSIDE``, or ``AFTER`` (``</safe>``
+        and nothing but line breaks since), given the state ``was`` after ``ids[:start]``.
+        Generation passes the previous length as ``start``, so each step reads only its new token."""
+        state = was
         for end in range(start + 1, len(ids) + 1):
             if any(tuple(ids[max(0, end - len(p)) : end]) == p for p in self.opens):
-                state = True
+                state = INSIDE
             elif any(tuple(ids[max(0, end - len(p)) : end]) == p for p in self.closes):
-                state = False
+                state = AFTER
+            elif state == AFTER and ids[end - 1] not in self.ids:
+                state = OUTSIDE
         return state
+
+
+# Where generation stands relative to a <safe> block (BlockSpare.state). The penalty spares the
+# format's tokens INSIDE and AFTER: the blank line between </safe> and the answer is the format's
+# too, and penalized, the trained model ended its turn right after </safe> instead (dev: 20 of
+# 28 complete blocks on advbench-dev had no answer).
+OUTSIDE, INSIDE, AFTER = 0, 1, 2
 
 
 def completion_from_ids(tokenizer, gen: list[int], end_ids, prompt_len: int, params: SamplingParams,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from safetrigger.generation.base import (BlockSpare, Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids,
+from safetrigger.generation.base import (OUTSIDE, BlockSpare, Completion, GenerationBackend, NextToken, SamplingParams, TextDeltas, completion_from_ids,
                                          end_token_ids)
 
 
@@ -171,27 +171,27 @@ def repetition_penalty(penalty: float, prompt_width: int, spare: BlockSpare | No
 
 
 class _SparingPenalty:
-    """HF's penalty processor; in rows whose ``<safe>`` block is open, the spared ids' logits are
-    put back after it ran."""
+    """HF's penalty processor; in rows inside a ``<safe>`` block or just after it, the spared
+    ids' logits are put back after it ran."""
 
     def __init__(self, hf, spare: BlockSpare | None):
         self.hf, self.spare = hf, spare
         self.penalty, self.prompt_ignore_length = hf.penalty, hf.prompt_ignore_length
-        self.open: list[bool] | None = None  # per row: the block's state after `self.seen` tokens
+        self.states: list[int] | None = None  # per row: BlockSpare.state after `self.seen` tokens
         self.seen = 0
 
     def __call__(self, input_ids, scores):
         if self.spare is None or not self.spare.ids:
             return self.hf(input_ids, scores)
         rows = input_ids.tolist()  # the rows of one generate call keep their order
-        if self.open is None:
-            self.open = [False] * len(rows)
-        self.open = [self.spare.is_open(r, o, self.seen) for r, o in zip(rows, self.open)]
+        if self.states is None:
+            self.states = [OUTSIDE] * len(rows)
+        self.states = [self.spare.state(r, was, self.seen) for r, was in zip(rows, self.states)]
         self.seen = input_ids.shape[1]
         spared = list(self.spare.ids)
         kept = scores[:, spared].clone()
         out = self.hf(input_ids, scores)
-        for b, is_open in enumerate(self.open):
-            if is_open:
+        for b, state in enumerate(self.states):
+            if state != OUTSIDE:
                 out[b, spared] = kept[b]
         return out

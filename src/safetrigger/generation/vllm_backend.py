@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from safetrigger.errors import ModelError
-from safetrigger.generation.base import (BlockSpare, Completion, GenerationBackend, GenerationCancelled, NextToken, SamplingParams, TextDeltas,
+from safetrigger.generation.base import (OUTSIDE, BlockSpare, Completion, GenerationBackend, GenerationCancelled, NextToken, SamplingParams, TextDeltas,
                                          completion_from_ids, end_token_ids)
 from safetrigger.memory import give_back
 
@@ -345,7 +345,7 @@ class VLLMBackend(GenerationBackend):
         if params.penalty_spares_format and self.spare.ids:
             s = self.spare
             extra[SPARE_ARG] = {"ids": list(s.ids), "opens": [list(p) for p in s.opens], "closes": [list(p) for p in s.closes],
-                                "open": s.is_open(prompt_ids)}
+                                "state": s.state(prompt_ids)}
         return extra
 
     def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1, *, on_text=None,
@@ -445,8 +445,8 @@ except ImportError:  # vLLM missing: the backend raises the install hint when as
 
 
 class OutputRepetitionPenalty(_Adapter):
-    """HF's repetition penalty over generated tokens only, sparing the format's token ids while
-    a ``<safe>`` block is open (``base.BlockSpare``); per request, from extra_args."""
+    """HF's repetition penalty over generated tokens only, sparing the format's token ids inside
+    a ``<safe>`` block and up to the answer after it (``base.BlockSpare``); per request, from extra_args."""
 
     def is_argmax_invariant(self) -> bool:
         return False
@@ -458,16 +458,16 @@ class OutputRepetitionPenalty(_Adapter):
         arg = (params.extra_args or {}).get(SPARE_ARG)
         spare = BlockSpare(tuple(arg["ids"]), tuple(map(tuple, arg["opens"])), tuple(map(tuple, arg["closes"]))) if arg else None
 
-        seen = {"n": 0, "open": arg["open"] if arg else False}  # the block's state after output_ids[:n]
+        seen = {"n": 0, "state": arg["state"] if arg else OUTSIDE}  # BlockSpare.state after output_ids[:n]
 
         def apply(output_ids, logits):
             hit = set(output_ids)
             if spare is not None:
                 if len(output_ids) < seen["n"]:  # a preempted request starts over
-                    seen.update(n=0, open=arg["open"])
-                seen["open"] = spare.is_open(output_ids, seen["open"], seen["n"])
+                    seen.update(n=0, state=arg["state"])
+                seen["state"] = spare.state(output_ids, seen["state"], seen["n"])
                 seen["n"] = len(output_ids)
-                if seen["open"]:
+                if seen["state"] != OUTSIDE:
                     hit -= set(spare.ids)
             if not hit:
                 return logits
