@@ -152,9 +152,9 @@ class BlockSpare:
     Why: a block repeats its structure by design: a line break ends every line, and ``</safe>``
     repeats the ``safe`` and ``>`` of ``<safe>``. Penalized, each line end and the close get
     less likely, so a trained model ran its lines on and rarely closed the block (dev: 14 % of
-    advbench-dev blocks complete, 58 % spared). Pass ② writes each scaffold line in a call of
+    advbench-dev blocks complete, 50 % spared). Pass ② writes each scaffold line in a call of
     its own, where the penalty has seen nothing, so training data and inference disagreed on
-    exactly these tokens. Only inside the block: spared everywhere, line breaks let a plain
+    exactly these tokens. Only around the block: spared everywhere, line breaks let a plain
     answer loop back into ``\n</think>`` (63 of 160 general pass-① rows malformed against 35)."""
 
     ids: tuple[int, ...] = ()
