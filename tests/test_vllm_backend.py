@@ -140,7 +140,9 @@ def test_samples_and_seeds(vl):
     assert request_seed(3, [1, 2]) == request_seed(3, [1, 2]) != request_seed(4, [1, 2])
 
 
-def test_next_token_probs_and_entropy_match_transformers(hf, vl):
+def test_next_token_probs_and_entropy_match_transformers(hf, vl, monkeypatch):
+    from safetrigger.generation import vllm_backend
+
     ids = [5, 17, 100, 200]
     a, b = hf.next_token_probs(PROMPTS, ids), vl.next_token_probs(PROMPTS, ids)
     for x, y in zip(a, b):
@@ -149,6 +151,8 @@ def test_next_token_probs_and_entropy_match_transformers(hf, vl):
     seqs = [hf.tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
     ea, eb = hf.next_token_entropies(seqs), vl.next_token_entropies(seqs)
     assert max(abs(x - y) for x, y in zip(ea, eb)) < ENTROPY_TOL
+    monkeypatch.setattr(vllm_backend, "ENTROPY_CHUNK", 4)  # 6 rows in chunks of 4 and 2: same order, same values
+    assert vl.next_token_entropies(seqs) == pytest.approx(eb, abs=ENTROPY_TOL) and len(eb) == len(seqs) == 6
 
 
 def test_yes_no_scorer_runs_on_either_backend(mcfg, vl):
