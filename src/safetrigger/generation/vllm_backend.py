@@ -411,7 +411,7 @@ class VLLMBackend(GenerationBackend):
 
         sp = VSP(max_tokens=1, temperature=0.0, logprobs=-1, flat_logprobs=True, detokenize=False)
         result = []
-        # In chunks: a row's whole-vocabulary log-probs come back as Python objects (~3 MB for
+        # In chunks: a row's whole-vocabulary log-probs come back as Python objects (an estimated 3 MB for
         # 50k tokens), so 400 rows at once raised the demo's eval peak by ~0.6 GiB.
         for start in range(0, len(seqs), ENTROPY_CHUNK):
             for o in self._run(self._fit(seqs[start : start + ENTROPY_CHUNK], 1), sp, "row"):
