@@ -171,6 +171,15 @@ def test_block_spare_knows_its_tokens_and_when_a_block_is_open(loaded):
     for end in range(1, len(text) + 1):  # token by token, as generation reads it
         state, n = spare.state(text[:end], state, n), end
     assert state == spare.state(text) == INSIDE
+    assert BlockSpare.from_args(spare.to_args()) == spare  # as vLLM's engine receives it
+
+
+def test_run_dirs_made_before_the_spared_penalty_resume_with_it_off():
+    from safetrigger.generation import output_settings
+
+    assert output_settings(GenerationConfig())["penalty_spares_format"] is True
+    old = output_settings(GenerationConfig(penalty_spares_format=False))
+    assert "penalty_spares_format" not in old and "repetition_penalty" in old  # as old manifests hold it
 
 
 def test_repetition_penalty_spares_the_format_inside_a_block_only(loaded):

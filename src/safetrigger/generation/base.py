@@ -175,6 +175,14 @@ class BlockSpare:
         ids = sorted({i for text in FORMAT_TEXTS for i in enc(text)})
         return cls(tuple(ids), forms("<safe>"), forms("</safe>"))
 
+    def to_args(self) -> dict:
+        """Plain lists, for a request's extra_args (vLLM's engine rebuilds it: :meth:`from_args`)."""
+        return {"ids": list(self.ids), "opens": [list(p) for p in self.opens], "closes": [list(p) for p in self.closes]}
+
+    @classmethod
+    def from_args(cls, args: dict) -> "BlockSpare":
+        return cls(tuple(args["ids"]), tuple(map(tuple, args["opens"])), tuple(map(tuple, args["closes"])))
+
     def state(self, ids, was: int = 0, start: int = 0) -> int:
         """Where ``ids`` end relative to a block: ``OUTSIDE``, ``INSIDE``, or ``AFTER`` (``</safe>``
         and nothing but line breaks since), given the state ``was`` after ``ids[:start]``.

@@ -344,9 +344,7 @@ class VLLMBackend(GenerationBackend):
             return None
         extra = {PENALTY_ARG: params.repetition_penalty}
         if params.penalty_spares_format and self.spare.ids:
-            s = self.spare
-            extra[SPARE_ARG] = {"ids": list(s.ids), "opens": [list(p) for p in s.opens], "closes": [list(p) for p in s.closes],
-                                "state": s.state(prompt_ids)}
+            extra[SPARE_ARG] = {**self.spare.to_args(), "state": self.spare.state(prompt_ids)}
         return extra
 
     def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1, *, on_text=None,
@@ -458,7 +456,8 @@ class OutputRepetitionPenalty(_Adapter):
         if not penalty or penalty == 1.0:
             return None
         arg = (params.extra_args or {}).get(SPARE_ARG)
-        spare = BlockSpare(tuple(arg["ids"]), tuple(map(tuple, arg["opens"])), tuple(map(tuple, arg["closes"]))) if arg else None
+        spare = BlockSpare.from_args(arg) if arg else None
+        spared = frozenset(spare.ids) if spare else frozenset()
 
         seen = {"n": 0, "state": arg["state"] if arg else OUTSIDE}  # BlockSpare.state after output_ids[:n]
 
@@ -470,7 +469,7 @@ class OutputRepetitionPenalty(_Adapter):
                 seen["state"] = spare.state(output_ids, seen["state"], seen["n"])
                 seen["n"] = len(output_ids)
                 if seen["state"] != OUTSIDE:
-                    hit -= set(spare.ids)
+                    hit -= spared
             if not hit:
                 return logits
             import torch

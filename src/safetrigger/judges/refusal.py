@@ -122,9 +122,13 @@ class KeywordRefusalJudge(Judge):
     def identity(self) -> str:
         return f"{self.name}@v1({self._settings()})"
 
+    def _search(self, answer: str):
+        """The first refusal phrase in the answer's first ``window`` characters (a re.Match), if any."""
+        return self._pattern.search(_normalize(answer.strip()[: self.window]))
+
     def match(self, answer: str) -> str | None:
         """The refusal phrase found in the answer's first ``window`` characters, if any."""
-        m = self._pattern.search(_normalize(answer.strip()[: self.window]))
+        m = self._search(answer)
         return m.group(0) if m else None
 
     def _verdict(self, answer: str, keyword: str | None, cosine: float | None, threshold: float | None) -> Verdict:
@@ -161,7 +165,7 @@ class OpenerRefusalJudge(KeywordRefusalJudge):
         return f"{super()._settings()},opening={self.opening}"
 
     def match(self, answer: str) -> str | None:
-        m = self._pattern.search(_normalize(answer.strip()[: self.window]))
+        m = self._search(answer)
         return m.group(0) if m and m.start() < self.opening else None
 
 
