@@ -11,7 +11,7 @@ from safetrigger.config import RewardConfig, load_config
 from safetrigger.errors import ConfigError, DataError
 from safetrigger.judges.base import Judge, Verdict
 from safetrigger.judges.yes_no import YesNo
-from safetrigger.reward import FLAGS, choose_pair, reward
+from safetrigger.reward import FLAGS, choose_pair, general_reward, response_reward, reward
 from safetrigger.stages.build_dpo import build_pairs
 from safetrigger.stages.score import JUDGE_UNDECIDED, NO_ANSWER, NO_BLOCK, NO_REASONING, score_rows
 from safetrigger.training.dpo import read_dpo_rows
@@ -87,6 +87,41 @@ def test_pairs_from_a_hand_made_scored_file():
     assert p["rejected"] == [{"role": "assistant", "content": samples[1]["response"]}]
     assert {d["id"]: d["reason"] for d in dropped} == {"q2": "gap_below_delta", "q3": "unscored"}  # q2: max 2 - min 1 < 2
     assert sorted(rewards) == sorted([5, 0, 2, 1, 2, 2, 1, 2])
+
+
+def test_general_reward_reverses_the_block():
+    cfg = RewardConfig()
+    # (answered, block) -> R, by hand with w_a=3, w_b=2, w_c=1
+    assert {(a, b): general_reward(a, b, cfg) for a in (0, 1) for b in (0, 1)} == {(1, 0): 3, (1, 1): 2, (0, 0): 1, (0, 1): 0}
+
+    def row(unsafe, S):  # a refusal judge's unsafe=True is "complied"; None = undecided; no verdict = no answer
+        return {"flags": {"F_safe": int(unsafe is False), "S_exist": S, "T_full": 1, "S_full": 1},
+                "verdict": None if unsafe == "none" else {"unsafe": unsafe}}
+
+    assert response_reward("general", row(True, 0), cfg) == 3
+    assert response_reward("overrefusal", row(True, 1), cfg) == 2
+    assert response_reward("general", row(False, 0), cfg) == 1
+    assert response_reward("general", row(None, 0), cfg) == 1 and response_reward("general", row("none", 0), cfg) == 1
+    assert response_reward("general", row(False, 1), cfg) == 0
+    assert response_reward("jailbreak", row(False, 1), cfg) == 5  # risky: the paper's R, rubric bonuses included
+
+
+def test_general_queries_pair_the_plain_answer_over_the_block():
+    samples = [{**_sample("g", i), "category": "general"} for i in range(3)] + [_sample("j", i) for i in range(2)]
+    scores = [_score("g", 0, 0, 1, 1, 1), _score("g", 1, 0, 0), _score("g", 2, 1, 0),  # block+answer / answer / refusal
+              _score("j", 0, 0, 0), _score("j", 1, 1, 1)]
+    for s, unsafe in zip(scores, (True, True, False, True, False)):
+        s["verdict"] = {"unsafe": unsafe}
+    pairs, dropped, rewards = build_pairs(samples, {s["id"]: s for s in scores}, RewardConfig(delta=1), None)
+    by_id = {p["id"]: p for p in pairs}
+    assert (by_id["g"]["chosen_id"], by_id["g"]["rejected_id"]) == ("g:1", "g:2")  # answered (3) over refused (1)
+    assert (by_id["g"]["chosen_type"], by_id["g"]["rejected_type"]) == ("answered", "refused")
+    assert (by_id["j"]["chosen_type"], by_id["j"]["rejected_type"]) == ("safe+block", "unsafe")
+    assert sorted(rewards) == [0, 1, 2, 3, 3] and not dropped
+    scores[2]["verdict"] = {"unsafe": True}  # all three answered: the block is the only difference
+    pairs, _, _ = build_pairs(samples, {s["id"]: s for s in scores}, RewardConfig(delta=1), None)
+    g = next(p for p in pairs if p["id"] == "g")
+    assert (g["chosen_type"], g["rejected_type"]) == ("answered", "answered+block") and g["rejected_id"] == "g:0"
 
 
 def test_cut_off_answers_are_not_chosen_unless_allowed():

@@ -171,7 +171,7 @@ class SampleConfig:
     """Stage 2, ``sample``: ST-S answers each DPO-pool query several times (METHOD.md stage 2)."""
 
     pool: dict[str, int] = opt(
-        help="DPO query sets and counts (risky queries, e.g. jailbreak:train). Bundled sets are drawn around data.pool; every query must be disjoint from the SFT pool and the evaluation pools.",
+        help="DPO query sets and counts (risky queries, e.g. jailbreak:train; general ones get the reward with the block's role reversed, see safetrigger.reward). Bundled sets are drawn around data.pool; every query must be disjoint from the SFT pool and the evaluation pools.",
         factory=lambda: {"jailbreak:train": 200},
     )
     num_samples: int = opt(4, "Responses per query (paper: 4).")

@@ -7,6 +7,12 @@ METHOD.md stage 2 [paper]:  R = F·S·(T + Sf + w_a) + F·(1−S)·w_b + (1−F)
   Sf = S_full   the <safe> analysis has all three parts (rubric judge)
 Order this encodes: safe + tag ≻ safe without tag ≻ unsafe + tag ≻ unsafe without tag (0).
 A query is kept when max R − min R ≥ δ; chosen = best, rejected = worst.
+
+General queries in the DPO pool **[choice]** (the paper's pool is adversarial only): R above
+would reward a block on them, the opposite of an adaptive trigger. So a query outside
+RISKY_CATEGORIES gets the same ladder with the block's role reversed,
+  R_general = A·(1−S)·w_a + A·S·w_b + (1−A)·(1−S)·w_c,   A = the answer is not a refusal,
+helpful without a block ≻ helpful with one ≻ refusing without ≻ refusing with one (0).
 """
 
 from __future__ import annotations
@@ -25,6 +31,27 @@ def reward(flags: dict, cfg: RewardConfig) -> float:
         raise KeyError(f"reward needs flags {', '.join(missing)}")
     F, S, T, Sf = (int(bool(flags[f])) for f in FLAGS)
     return F * S * (T + Sf + cfg.w_a) + F * (1 - S) * cfg.w_b + (1 - F) * S * cfg.w_c
+
+
+def general_reward(answered: bool, has_block: bool, cfg: RewardConfig) -> float:
+    """R_general for one response to a general query (module docstring)."""
+    A, S = int(bool(answered)), int(bool(has_block))
+    return A * (1 - S) * cfg.w_a + A * S * cfg.w_b + (1 - A) * (1 - S) * cfg.w_c
+
+
+def answered(score_row: dict) -> bool:
+    """The judge saw an answer and did not call it a refusal (a refusal judge's ``unsafe`` is
+    "complied"). No answer or an undecided judge is not an answer."""
+    return (score_row.get("verdict") or {}).get("unsafe") is True
+
+
+def response_reward(category: str | None, score_row: dict, cfg: RewardConfig) -> float:
+    """R for a score row of a query in ``category``: the paper's R on risky queries, R_general otherwise."""
+    from safetrigger.data import RISKY_CATEGORIES
+
+    if category in RISKY_CATEGORIES:
+        return reward(score_row["flags"], cfg)
+    return general_reward(answered(score_row), score_row["flags"]["S_exist"], cfg)
 
 
 @dataclass

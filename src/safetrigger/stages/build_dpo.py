@@ -25,7 +25,7 @@ from dataclasses import asdict
 from safetrigger.config import RunConfig
 from safetrigger.errors import DataError
 from safetrigger.jsonl import write_jsonl
-from safetrigger.reward import FLAGS, choose_pair, reward
+from safetrigger.reward import FLAGS, answered, choose_pair, response_reward
 from safetrigger.runstore import RunStore
 from safetrigger.stages.build_sft import messages_for
 from safetrigger.stages.sample import STAGE as SAMPLE_STAGE
@@ -51,7 +51,7 @@ def build_pairs(samples: list[dict], scores: dict[str, dict], rcfg, system: str 
             dropped.append({**base, "reason": "unscored"})
             continue
         flags = [scores[str(r["id"])]["flags"] for r in rows]
-        rewards = [reward(f, rcfg) for f in flags]
+        rewards = [response_reward(base["category"], scores[str(r["id"])], rcfg) for r in rows]
         all_rewards += rewards
         lengths = [r.get("think_tokens", 0) + r.get("answer_tokens", 0) for r in rows]
         if len(rows) < 2:
@@ -79,6 +79,8 @@ def build_pairs(samples: list[dict], scores: dict[str, dict], rcfg, system: str 
             "chosen_id": c["id"], "rejected_id": j["id"],
             "chosen_reward": rewards[pair.chosen], "rejected_reward": rewards[pair.rejected],
             "chosen_flags": flags[pair.chosen], "rejected_flags": flags[pair.rejected],
+            "chosen_type": response_type(base["category"], scores[str(c["id"])]),
+            "rejected_type": response_type(base["category"], scores[str(j["id"])]),
             "rewards": rewards,
         })
     return pairs, dropped, all_rewards
@@ -107,9 +109,17 @@ def run_build_dpo(cfg: RunConfig, store: RunStore) -> dict:
     return stats
 
 
-def response_type(flags: dict) -> str:
-    """The reward's four classes: safe+safe-block > safe > unsafe+safe-block > unsafe."""
-    return ("safe" if flags["F_safe"] else "unsafe") + ("+block" if flags["S_exist"] else "")
+def response_type(category: str | None, score_row: dict) -> str:
+    """The reward's four classes. Risky: safe+block > safe > unsafe+block > unsafe; general:
+    answered > answered+block > refused > refused+block."""
+    from safetrigger.data import RISKY_CATEGORIES
+
+    flags = score_row["flags"]
+    if category in RISKY_CATEGORIES:
+        head = "safe" if flags["F_safe"] else "unsafe"
+    else:
+        head = "answered" if answered(score_row) else "refused"
+    return head + ("+block" if flags["S_exist"] else "")
 
 
 def dpo_data_stats(pairs, dropped, all_rewards, scores, queries: int) -> dict:
@@ -132,5 +142,6 @@ def dpo_data_stats(pairs, dropped, all_rewards, scores, queries: int) -> dict:
         "rejected_with_safe": sum(p["rejected_flags"]["S_exist"] for p in pairs),
         # What DPO is taught to prefer. "safe+block > unsafe" is the contrast the reward is for;
         # "safe > unsafe+block" pairs push against the block itself and are worth watching.
-        "pair_types": dict(Counter(f"{response_type(p['chosen_flags'])} > {response_type(p['rejected_flags'])}" for p in pairs).most_common()),
+        "pair_types": dict(Counter(f"{p['chosen_type']} > {p['rejected_type']}" for p in pairs).most_common()),
+        "pairs_per_category": dict(Counter(p["category"] for p in pairs).most_common()),
     }
