@@ -104,6 +104,8 @@ def test_general_reward_reverses_the_block():
     assert response_reward("general", row(None, 0), cfg) == 1 and response_reward("general", row("none", 0), cfg) == 1
     assert response_reward("general", row(False, 1), cfg) == 0
     assert response_reward("jailbreak", row(False, 1), cfg) == 5  # risky: the paper's R, rubric bonuses included
+    with pytest.raises(DataError, match="category None"):
+        response_reward(None, row(True, 0), cfg)  # which ladder applies is never guessed
 
 
 def test_general_queries_pair_the_plain_answer_over_the_block():

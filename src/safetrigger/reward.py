@@ -46,11 +46,15 @@ def answered(score_row: dict) -> bool:
 
 
 def response_reward(category: str | None, score_row: dict, cfg: RewardConfig) -> float:
-    """R for a score row of a query in ``category``: the paper's R on risky queries, R_general otherwise."""
-    from safetrigger.data import RISKY_CATEGORIES
+    """R for a score row of a query in ``category``: the paper's R on risky queries, R_general on
+    the others. A row without a known category is refused: which ladder applies is not guessed."""
+    from safetrigger.data import CATEGORIES, RISKY_CATEGORIES
+    from safetrigger.errors import DataError
 
     if category in RISKY_CATEGORIES:
         return reward(score_row["flags"], cfg)
+    if category not in CATEGORIES:
+        raise DataError(f"sampled row {score_row.get('id')!r} has category {category!r}; the reward needs one of {', '.join(CATEGORIES)}")
     return general_reward(answered(score_row), score_row["flags"]["S_exist"], cfg)
 
 
