@@ -6,8 +6,9 @@ reasoning + "</think>"), computed in fp32. Two sets of rows:
   * ``dev``: the reasoning of an eval model's own generations in ``<run>/eval/generations/<name>/``
     (use eval on dev splits only: this is for choosing settings).
 A trigger that generalizes shows a gap on dev as large as on train. The sampled rates that eval
-reports differ (temperature and top-p sharpen a concentrated token against a spread-out answer),
-but this ranks models without a generation pass. Usage:
+reports differ: temperature, top-p and the repetition penalty act between the two, and on dev
+recipe M' (README "Demo results") P fell on advbench-dev while sampled blocks rose. A cheap
+first look, not a substitute for eval. Usage:
 
     python scripts/trigger_probability.py runs/dev-i/sft/model runs/dev-i [--gen st-s] [--adapter runs/x/dpo/adapter]
 """
