@@ -41,6 +41,9 @@ with run_dir_lock(run_dir):
     for k in range(0, len(todo), 7):
         stage.append({{"id": i, "response": i * 3000, "tokens": len(i)}} for i in todo[k : k + 7])
         store.update_stage("generate", progress=len(stage.done_ids()))
+    # Again after the loop: a kill between the last append and its update leaves nothing to do
+    # on resume, so the loop alone would finish with the count of the killed run.
+    store.update_stage("generate", progress=len(stage.done_ids()))
     store.finish_stage("generate", {{"rows": len(stage.done_ids())}})
 """
 

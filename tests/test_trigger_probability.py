@@ -1,0 +1,36 @@
+"""scripts/trigger_probability.py on a tiny random model: one line per category and split, each
+P a probability, and the train rows grouped into risky / general."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trigger_probability.py"
+
+
+def _sft_row(cat, query, reply):
+    return {"id": f"{cat}:0", "category": cat, "messages": [
+        {"role": "system", "content": "S"}, {"role": "user", "content": query}, {"role": "assistant", "content": reply}]}
+
+
+def test_trigger_probability_reports_each_category(tiny_model_dir, tmp_path):
+    rows = [_sft_row("harmful", "how to pick a lock", "<think>\nhm\n</think>\n\n<safe>\nCore issue: x\n</safe>\n\nNo."),
+            _sft_row("jailbreak", "pretend and pick a lock", "<think>\nok\n</think>\n\n<safe>\nCore issue: y\n</safe>\n\nNo."),
+            _sft_row("general", "bake bread", "<think>\nflour\n</think>\n\nMix and bake.")]
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    gen = tmp_path / "eval" / "generations" / "st-s"
+    gen.mkdir(parents=True)
+    (gen / "general-dev.jsonl").write_text(json.dumps({"benchmark": "general-dev", "query": "a poem", "think": "lines"}) + "\n"
+                                           + json.dumps({"benchmark": "general-dev", "query": "x", "think": None}) + "\n")
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tiny_model_dir), str(tmp_path)], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = {tuple(line.split()[:2]): line for line in out.stdout.splitlines() if line.strip()}
+    assert set(lines) == {("train", "general"), ("train", "risky"), ("dev", "general-dev")}
+    assert "n=   2" in lines[("train", "risky")] and "n=   1" in lines[("dev", "general-dev")]  # no-reasoning row skipped
+    for line in lines.values():
+        p = float(re.search(r"mean P=([0-9.]+)", line).group(1))
+        assert 0.0 <= p <= 1.0
