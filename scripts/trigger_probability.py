@@ -23,10 +23,18 @@ from collections import defaultdict
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from safetrigger.chat_templates import render_prompt
+from safetrigger.generation.reasoning import CLOSE_THINK
 from safetrigger.prompts import load_prompt
 
 SYSTEM = load_prompt("reasoning/prompted_system_v1")
 OPEN = "\n\n<safe>"  # tokenized together with what precedes it: 'Ċ','Ċ','<','safe','>' after '</think>'
+
+
+def phase2_prompt(tokenizer, system: str, query: str, think: str) -> str:
+    """The prompt phase 2 continues, built as generation builds it (reasoning.generate_responses):
+    the template already opens '<think>\n'."""
+    return render_prompt(tokenizer, query, system=system) + think.rstrip() + CLOSE_THINK
 
 
 def main() -> None:
@@ -44,9 +52,8 @@ def main() -> None:
         model = PeftModel.from_pretrained(model, args.adapter).merge_and_unload().eval()
 
     @torch.no_grad()
-    def p_open(query: str, think: str) -> float:
-        msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": query}]
-        prefix = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + f"<think>\n{think}\n</think>"
+    def p_open(query: str, think: str, system: str = SYSTEM) -> float:
+        prefix = phase2_prompt(tok, system, query, think)
         ids = tok(prefix, add_special_tokens=False).input_ids
         full = tok(prefix + OPEN, add_special_tokens=False).input_ids
         if full[: len(ids)] != ids:
@@ -64,10 +71,9 @@ def main() -> None:
     train = []
     for line in open(f"{args.run}/sft.jsonl", encoding="utf-8"):
         r = json.loads(line)
-        user = next(m["content"] for m in r["messages"] if m["role"] == "user")
-        reply = next(m["content"] for m in r["messages"] if m["role"] == "assistant")
-        think = reply.split("<think>\n", 1)[1].split("\n</think>", 1)[0]
-        train.append(("general" if r["category"] == "general" else "risky", p_open(user, think)))
+        by_role = {m["role"]: m["content"] for m in r["messages"]}
+        think = by_role["assistant"].split("<think>\n", 1)[1].split("\n</think>", 1)[0]
+        train.append(("general" if r["category"] == "general" else "risky", p_open(by_role["user"], think, by_role.get("system", SYSTEM))))
     report("train", train)
     dev = []
     for f in sorted(glob.glob(f"{args.run}/eval/generations/{args.gen}/*.jsonl")):

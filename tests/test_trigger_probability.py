@@ -34,3 +34,22 @@ def test_trigger_probability_reports_each_category(tiny_model_dir, tmp_path):
     for line in lines.values():
         p = float(re.search(r"mean P=([0-9.]+)", line).group(1))
         assert 0.0 <= p <= 1.0
+
+
+def test_the_prompt_is_the_one_phase_2_continues(tiny_model_dir):
+    """The template opens '<think>' itself: the script must not open it a second time."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    from safetrigger.chat_templates import render_prompt
+    from safetrigger.generation.reasoning import CLOSE_THINK
+
+    spec = importlib.util.spec_from_file_location("trigger_probability", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = mod.phase2_prompt(tok, "S", "bake bread", "flour ")
+    assert prompt == render_prompt(tok, "bake bread", system="S") + "flour" + CLOSE_THINK
+    assert prompt.count("<think>") == 1 and prompt.endswith("flour\n</think>")
+
