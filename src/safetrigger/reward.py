@@ -45,17 +45,32 @@ def answered(score_row: dict) -> bool:
     return (score_row.get("verdict") or {}).get("unsafe") is True
 
 
-def response_reward(category: str | None, score_row: dict, cfg: RewardConfig) -> float:
-    """R for a score row of a query in ``category``: the paper's R on risky queries, R_general on
-    the others. A row without a known category is refused: which ladder applies is not guessed."""
+def _risky(category: str | None, row_id) -> bool:
+    """Which ladder applies: the paper's (risky) or R_general. Never guessed for an unknown category."""
     from safetrigger.data import CATEGORIES, RISKY_CATEGORIES
     from safetrigger.errors import DataError
 
-    if category in RISKY_CATEGORIES:
-        return reward(score_row["flags"], cfg)
     if category not in CATEGORIES:
-        raise DataError(f"sampled row {score_row.get('id')!r} has category {category!r}; the reward needs one of {', '.join(CATEGORIES)}")
+        raise DataError(f"sampled row {row_id!r} has category {category!r}; the reward needs one of {', '.join(CATEGORIES)}")
+    return category in RISKY_CATEGORIES
+
+
+def response_reward(category: str | None, score_row: dict, cfg: RewardConfig) -> float:
+    """R for a score row of a query in ``category``: the paper's R on risky queries, R_general on the others."""
+    if _risky(category, score_row.get("id")):
+        return reward(score_row["flags"], cfg)
     return general_reward(answered(score_row), score_row["flags"]["S_exist"], cfg)
+
+
+def response_type(category: str | None, score_row: dict) -> str:
+    """The ladder's four classes. Risky: safe+block > safe > unsafe+block > unsafe; general:
+    answered > answered+block > refused > refused+block (no answer counts as refused)."""
+    flags = score_row["flags"]
+    if _risky(category, score_row.get("id")):
+        head = "safe" if flags["F_safe"] else "unsafe"
+    else:
+        head = "answered" if answered(score_row) else "refused"
+    return head + ("+block" if flags["S_exist"] else "")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from safetrigger.config import RunConfig
 from safetrigger.errors import DataError
 from safetrigger.jsonl import write_jsonl
-from safetrigger.reward import FLAGS, answered, choose_pair, response_reward
+from safetrigger.reward import FLAGS, choose_pair, response_reward, response_type
 from safetrigger.runstore import RunStore
 from safetrigger.stages.build_sft import messages_for
 from safetrigger.stages.sample import STAGE as SAMPLE_STAGE
@@ -50,8 +50,9 @@ def build_pairs(samples: list[dict], scores: dict[str, dict], rcfg, system: str 
         if any(str(r["id"]) not in scores for r in rows):
             dropped.append({**base, "reason": "unscored"})
             continue
-        flags = [scores[str(r["id"])]["flags"] for r in rows]
-        rewards = [response_reward(base["category"], scores[str(r["id"])], rcfg) for r in rows]
+        scored = [scores[str(r["id"])] for r in rows]
+        flags = [s["flags"] for s in scored]
+        rewards = [response_reward(base["category"], s, rcfg) for s in scored]
         all_rewards += rewards
         lengths = [r.get("think_tokens", 0) + r.get("answer_tokens", 0) for r in rows]
         if len(rows) < 2:
@@ -79,8 +80,8 @@ def build_pairs(samples: list[dict], scores: dict[str, dict], rcfg, system: str 
             "chosen_id": c["id"], "rejected_id": j["id"],
             "chosen_reward": rewards[pair.chosen], "rejected_reward": rewards[pair.rejected],
             "chosen_flags": flags[pair.chosen], "rejected_flags": flags[pair.rejected],
-            "chosen_type": response_type(base["category"], scores[str(c["id"])]),
-            "rejected_type": response_type(base["category"], scores[str(j["id"])]),
+            "chosen_type": response_type(base["category"], scored[pair.chosen]),
+            "rejected_type": response_type(base["category"], scored[pair.rejected]),
             "rewards": rewards,
         })
     return pairs, dropped, all_rewards
@@ -107,19 +108,6 @@ def run_build_dpo(cfg: RunConfig, store: RunStore) -> dict:
     store.finish_stage(STAGE, stats)
     log.info("%s: kept %d of %d queries -> %s", STAGE, len(pairs), queries, store.dir / OUTPUT)
     return stats
-
-
-def response_type(category: str | None, score_row: dict) -> str:
-    """The reward's four classes. Risky: safe+block > safe > unsafe+block > unsafe; general:
-    answered > answered+block > refused > refused+block."""
-    from safetrigger.data import RISKY_CATEGORIES
-
-    flags = score_row["flags"]
-    if category in RISKY_CATEGORIES:
-        head = "safe" if flags["F_safe"] else "unsafe"
-    else:
-        head = "answered" if answered(score_row) else "refused"
-    return head + ("+block" if flags["S_exist"] else "")
 
 
 def dpo_data_stats(pairs, dropped, all_rewards, scores, queries: int) -> dict:
