@@ -8,7 +8,7 @@ child process so that start-up and peak RSS (summed over the child's whole proce
 spawns an engine core and a worker) are its own.
 
     python bench/generation_throughput.py [--config configs/demo.yaml] [--prompts 128]
-        [--backends transformers,vllm] [--dtypes float32,bfloat16]
+        [--backends transformers,vllm] [--dtypes float32,bfloat16] [--kv-block-sizes 128,32]
 
 Prints one JSON line per measurement and, last, ``ratio vllm/transformers: X.XX`` — vLLM's
 tok/s over transformers' at the default dtype (``model.dtype: auto``), summed over both shapes.
@@ -39,9 +39,9 @@ def one(args) -> None:
     from safetrigger.generation import build_prompts, generate_responses, make_backend, needs_weights, release_engines
     from safetrigger.models import load_model, system_prompt
 
-    backend_name, dtype = args.one.split(":")
+    backend_name, dtype, block = args.one.split(":")
     cfg = load_config(args.config, [])
-    gen = dataclasses.replace(cfg.generation, backend=backend_name, progress=False)
+    gen = dataclasses.replace(cfg.generation, backend=backend_name, progress=False, kv_block_size=int(block))
     model_cfg = dataclasses.replace(cfg.model, dtype=dtype)
     queries = [q.text for q in draw_pool(cfg.data.pool, cfg.data.seed, cfg.data.max_query_chars)]
     queries = (queries * (args.prompts // max(1, len(queries)) + 1))[: args.prompts]
@@ -61,7 +61,8 @@ def one(args) -> None:
         out = generate_responses(backend, prompts, g, loaded.reasoning, num_samples=n)
         dt = time.perf_counter() - t1
         toks = sum(r.think_tokens + r.answer_tokens for row in out for r in row)
-        print(json.dumps({"backend": backend_name, "dtype": ident.get("dtype", dtype), "shape": shape, "prompts": len(prompts),
+        print(json.dumps({"backend": backend_name, "dtype": ident.get("dtype", dtype), "kv_block_size": ident.get("kv_block_size"),
+                          "shape": shape, "prompts": len(prompts),
                           "samples": n, "completion_tokens": toks, "seconds": round(dt, 2),
                           "tokens_per_s": round(toks / dt, 1), "startup_s": round(startup, 1)}), flush=True)
     release_engines()
@@ -107,6 +108,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=128, help="pool prompts per shape (the pool repeats if smaller)")
     ap.add_argument("--backends", default="transformers,vllm")
     ap.add_argument("--dtypes", default="float32,bfloat16", help="bfloat16 is skipped without native CPU bf16")
+    ap.add_argument("--kv-block-sizes", default="0", help="vLLM KV-cache block sizes to compare, e.g. 128,32 (0 = the backend's auto)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -121,18 +123,19 @@ def main() -> None:
     print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "native_bf16": cpu_has_fast_bf16(),
                       "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "default_dtype": default}), flush=True)
     tps: dict[tuple[str, str], float] = {}
-    for backend in args.backends.split(","):
-        for dtype in dtypes:
-            rows, peak, err = run_child([sys.executable, __file__, "--config", args.config, "--prompts", str(args.prompts),
-                                         "--one", f"{backend}:{dtype}"])
-            if err:
-                print(json.dumps({"backend": backend, "dtype": dtype, "error": err.strip().splitlines()[-1][:300]}), flush=True)
-                continue
-            for r in rows:
-                r["peak_rss_gib"] = round(peak / 2**30, 2)
-                print(json.dumps(r), flush=True)
-            toks, secs = sum(r["completion_tokens"] for r in rows), sum(r["seconds"] for r in rows)
-            tps[(backend, dtype)] = toks / secs if secs else 0.0
+    runs = [(b, d, k) for b in args.backends.split(",") for d in dtypes
+            for k in (args.kv_block_sizes.split(",") if b == "vllm" else ["0"])]
+    for backend, dtype, block in runs:
+        rows, peak, err = run_child([sys.executable, __file__, "--config", args.config, "--prompts", str(args.prompts),
+                                     "--one", f"{backend}:{dtype}:{block}"])
+        if err:
+            print(json.dumps({"backend": backend, "dtype": dtype, "error": err.strip().splitlines()[-1][:300]}), flush=True)
+            continue
+        for r in rows:
+            r["peak_rss_gib"] = round(peak / 2**30, 2)
+            print(json.dumps(r), flush=True)
+        toks, secs = sum(r["completion_tokens"] for r in rows), sum(r["seconds"] for r in rows)
+        tps.setdefault((backend, dtype), toks / secs if secs else 0.0)  # the first block size listed
     a, b = tps.get(("vllm", default)), tps.get(("transformers", default))
     print(f"ratio vllm/transformers: {a / b:.2f}" if a and b else "ratio vllm/transformers: n/a (a backend failed or was skipped)")
 

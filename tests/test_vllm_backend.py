@@ -166,6 +166,20 @@ def test_yes_no_scorer_runs_on_either_backend(mcfg, vl):
         assert x.answer == y.answer
 
 
+def test_cpu_engine_reuses_a_prompt_prefix_in_32_token_blocks(vl):
+    # The answer phase's prompt is the reasoning phase's prompt + its reasoning: with vLLM's CPU
+    # default of 128-token blocks a demo-sized prompt (< 128 tokens) reused nothing.
+    from vllm import SamplingParams as VSP
+    from vllm.inputs import TokensPrompt
+
+    assert vl.llm.llm_engine.vllm_config.cache_config.block_size == 32 == vl.identity()["kv_block_size"]
+    ids = vl.tokenizer(PROMPTS[0] * 4, add_special_tokens=False)["input_ids"][:80]
+    sp = VSP(max_tokens=1, temperature=0.0)
+    vl.llm.generate([TokensPrompt(prompt_token_ids=ids)], sp, use_tqdm=False)
+    again = vl.llm.generate([TokensPrompt(prompt_token_ids=ids + [ids[0]])], sp, use_tqdm=False)[0]
+    assert again.num_cached_tokens == 64  # two whole blocks of the 80 shared tokens
+
+
 def test_prompt_over_max_model_len_is_refused(vl):
     long = "<|im_start|>user\n" + "bread " * 2000
     with pytest.raises(ModelError, match="max_model_len"):

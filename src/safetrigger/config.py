@@ -78,6 +78,7 @@ class GenerationConfig:
     gpu_memory_utilization: float = opt(0.9, "backend vllm: share of each GPU's memory the engine may take (weights + KV cache).")
     max_model_len: int = opt(0, "backend vllm: longest prompt + completion in tokens (0 = the model's own limit, capped at 32768); a longer prompt is refused with its length.")
     enforce_eager: bool | None = opt(None, "backend vllm: skip torch.compile / CUDA graphs (None = auto: eager on CPU, where compiling costs ~35 s at start-up for no measured gain; compiled on GPU).")
+    kv_block_size: int = opt(0, "backend vllm: KV-cache block size in tokens, the unit of prefix-cache reuse (0 = auto: 32 on CPU, where vLLM's own 128 left the demo's ~100-token prompts with no reuse between the reasoning and answer phases; vLLM's default on GPU).")
     cpu_kvcache_gib: int = opt(0, "backend vllm on CPU: KV-cache size in GiB (0 = auto, sized from the model: ~1 GiB for the embedded 135M model).")
     adapter_route: str = opt("auto", "backend vllm, models with LoRA adapters: lora (vLLM LoRARequest) | merge (merge once into a cached checkpoint) | auto (lora for one adapter on GPU; merge on CPU, where the LoRA path is slower, and for stacked adapters).")
 

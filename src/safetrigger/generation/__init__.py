@@ -74,7 +74,7 @@ _TRANSPORT = ("batch_size", "progress", "save_every", "max_concurrency", "max_re
               # vLLM engine sizing: where and how fast, never which text; left out so that adding
               # them kept old run dirs resumable.
               "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager",
-              "cpu_kvcache_gib", "adapter_route")
+              "cpu_kvcache_gib", "adapter_route", "kv_block_size")
 _SERVER = ("api_base", "api_model")
 
 
