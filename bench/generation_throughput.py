@@ -129,7 +129,7 @@ def main() -> None:
         rows, peak, err = run_child([sys.executable, __file__, "--config", args.config, "--prompts", str(args.prompts),
                                      "--one", f"{backend}:{dtype}:{block}"])
         if err:
-            print(json.dumps({"backend": backend, "dtype": dtype, "error": err.strip().splitlines()[-1][:300]}), flush=True)
+            print(json.dumps({"backend": backend, "dtype": dtype, "kv_block_size": block, "error": err.strip().splitlines()[-1][:300]}), flush=True)
             continue
         for r in rows:
             r["peak_rss_gib"] = round(peak / 2**30, 2)

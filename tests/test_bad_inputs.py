@@ -122,6 +122,13 @@ def c_batch_zero(tmp, tiny):
     make_backend(None, GenerationConfig(batch_size=0))
 
 
+def c_kv_block(tmp, tiny):
+    from safetrigger.config import GenerationConfig
+    from safetrigger.generation import make_backend
+
+    make_backend(None, GenerationConfig(kv_block_size=40))
+
+
 def c_overlap(tmp, tiny):
     from safetrigger.config import load_config
     from safetrigger.evaluation.evaluate import benchmark_jobs
@@ -277,6 +284,7 @@ CASES = [
     ("impossible: safe answer without judge", "config", c_trigger_combo, r"trigger.require_safe_answer needs trigger.judge: true \(or set require_safe_answer: false\)"),
     ("impossible: one sample per DPO query", "config", c_sample_one, r"sample.num_samples must be at least 2 \(a pair needs two responses\), got 1"),
     ("impossible: batch size 0", "config", c_batch_zero, r"generation.batch_size must be an integer >= 1, got 0"),
+    ("impossible: KV block of 40 tokens", "config", c_kv_block, r"generation.kv_block_size must be 0 \(auto\) or a positive multiple of 16, got 40"),
     # JSONL
     ("JSONL: not JSON", "jsonl", queries("not_json.jsonl"), r"line 2 of .*not_json.jsonl is not valid JSON \(.*\); fix or remove the line"),
     ("JSONL: not an object", "jsonl", queries("not_object.jsonl"), r"line 2 of .*not_object.jsonl is not a JSON object \(got list\); fix or remove the line"),

@@ -47,6 +47,10 @@ def check_generation(gen) -> None:
         value = getattr(gen, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"generation.{name} must be an integer >= 1, got {value!r}")
+    block = gen.kv_block_size
+    if isinstance(block, bool) or not isinstance(block, int) or block < 0 or block % 16:
+        # vLLM would refuse it only deep inside its engine start-up
+        raise ConfigError(f"generation.kv_block_size must be 0 (auto) or a positive multiple of 16, got {block!r}")
     if gen.temperature < 0:
         raise ConfigError(f"generation.temperature must be >= 0 (0 = greedy), got {gen.temperature!r}")
     if not 0 < gen.top_p <= 1:
