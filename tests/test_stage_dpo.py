@@ -8,7 +8,7 @@ import json
 import pytest
 
 from safetrigger.config import RewardConfig, load_config
-from safetrigger.errors import ConfigError, DataError
+from safetrigger.errors import ConfigError, DataError, SafeTriggerError
 from safetrigger.judges.base import Judge, Verdict
 from safetrigger.judges.yes_no import YesNo
 from safetrigger.reward import FLAGS, choose_pair, general_reward, response_reward, reward
@@ -172,6 +172,35 @@ def test_score_policies():
     assert out[3]["policy"] == [NO_BLOCK, JUDGE_UNDECIDED] and out[3]["answer_truncated"]
     assert asked == ["R query a I think", "S query a Core issue...", "R query a t", "R query a t"]
     assert out[0]["rubric"]["T_full"]["score"] == 0.9 and out[0]["verdict"]["raw"] == "refuse politely"
+
+
+def test_score_judge_replaces_the_run_judge_for_F_safe(tmp_path):
+    """score.judge names the judge of F_safe (here the keyword judge: a worded decline is safe, a
+    plain answer unsafe). It enters the fingerprint as the judge it names, so judge.name=X and
+    score.judge=X are the same stage, and a run dir made without the field still resumes."""
+    from safetrigger.jsonl import write_jsonl
+    from safetrigger.runstore import RunStore
+    from safetrigger.stages.score import STAGE, run_score
+
+    rows = [{**_sample("a", 0), "think": "t", "answer": "I'm sorry, but I can't help with that.", "has_safe": False, "safe": None},
+            {**_sample("a", 1), "think": "t", "answer": "Sure. First, gather the parts.", "has_safe": False, "safe": None}]
+
+    def asker(questions):
+        return [YesNo(False, 0.1, 0.5, "{}") for _ in questions]
+
+    stages = {}
+    for name, overrides in {"run-judge": ["--judge.name", "refusal-keywords"],
+                            "score-judge": ["--judge.name", "refusal-minilm", "--score.judge", "refusal-keywords"]}.items():
+        store = RunStore(tmp_path / name)
+        write_jsonl(store.stage("sample").path, rows)
+        run_score(load_config(None, overrides), store, asker=asker)
+        assert [r["flags"]["F_safe"] for r in store.stage(STAGE).rows()] == [1, 0]
+        stages[name] = store.manifest()["stages"][STAGE]
+        assert "keywords" in json.dumps(stages[name]["judge_identity"])
+    assert stages["run-judge"]["fingerprint"] == stages["score-judge"]["fingerprint"]
+    assert "judge" not in stages["run-judge"]["settings"]["score"]  # the pre-field settings
+    with pytest.raises(SafeTriggerError, match="other settings.*judge"):  # minilm would be another F_safe
+        run_score(load_config(None, ["--judge.name", "refusal-minilm"]), store, asker=asker)
 
 
 def _pair_row(**over):

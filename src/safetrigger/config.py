@@ -188,6 +188,7 @@ class SampleConfig:
 class ScoreConfig:
     """Stage 2, ``score``: four binary flags per sampled response."""
 
+    judge: str | None = opt(None, "Judge id for A (the answer is safe) instead of judge.name (options from the judge section), e.g. refusal-keywords: DPO then prefers answers that decline in words. None = judge.name.")
     rubric_model: str = opt("base", "Who answers the T_full / S_full rubrics: base (the model being made safer, as the paper's earlier version), sft (ST-S), or any model path / hub id.")
     reasoning_rubric: str = opt("rubrics/reasoning_safety_v1", "Versioned yes/no rubric for T_full (slots {query}, {reasoning}).")
     safe_rubric: str = opt("rubrics/safe_complete_v1", "Versioned yes/no rubric for S_full (slots {query}, {analysis}).")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from safetrigger.config import RunConfig
 from safetrigger.errors import DataError
@@ -123,7 +123,11 @@ def run_score(cfg: RunConfig, store: RunStore, *, judge=None, asker=None) -> dic
         raise DataError(f"{src.path} not found: run the sample stage first")
     s = cfg.score
     reasoning_rubric, safe_rubric = load_prompt(s.reasoning_rubric), load_prompt(s.safe_rubric)
-    settings = {"judge": asdict(cfg.judge), "score": asdict(s), "prompts": [prompt_id(s.reasoning_rubric), prompt_id(s.safe_rubric)]}
+    judge_cfg = replace(cfg.judge, name=s.judge) if s.judge else cfg.judge
+    # score.judge enters the fingerprint as the judge it names, so run dirs made before the field
+    # existed (or without it) still resume.
+    settings = {"judge": asdict(judge_cfg), "score": {k: v for k, v in asdict(s).items() if k != "judge"},
+                "prompts": [prompt_id(s.reasoning_rubric), prompt_id(s.safe_rubric)]}
     store.begin_stage(STAGE, asdict(cfg), settings)
     out = store.stage(STAGE)
     done = out.done_ids()
@@ -134,7 +138,7 @@ def run_score(cfg: RunConfig, store: RunStore, *, judge=None, asker=None) -> dic
         if judge is None:
             from safetrigger.judges import judge_from_config
 
-            judge = judge_from_config(cfg.judge)
+            judge = judge_from_config(judge_cfg)
         if asker is None:
             asker, rubric_identity = _rubric_asker(cfg, store)
         else:
