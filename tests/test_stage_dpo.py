@@ -188,6 +188,12 @@ def test_score_judge_replaces_the_run_judge_for_F_safe(tmp_path):
     def asker(questions):
         return [YesNo(False, 0.1, 0.5, "{}") for _ in questions]
 
+    typo = RunStore(tmp_path / "typo")
+    write_jsonl(typo.stage("sample").path, rows)
+    with pytest.raises(ConfigError, match="unknown judge 'refusal-keyword'"):
+        run_score(load_config(None, ["--score.judge", "refusal-keyword"]), typo)
+    run_score(load_config(None, ["--score.judge", "refusal-keywords"]), typo, asker=asker)  # not refused as a change
+
     stages = {}
     for name, overrides in {"run-judge": ["--judge.name", "refusal-keywords"],
                             "score-judge": ["--judge.name", "refusal-minilm", "--score.judge", "refusal-keywords"]}.items():

@@ -124,6 +124,12 @@ def run_score(cfg: RunConfig, store: RunStore, *, judge=None, asker=None) -> dic
     s = cfg.score
     reasoning_rubric, safe_rubric = load_prompt(s.reasoning_rubric), load_prompt(s.safe_rubric)
     judge_cfg = replace(cfg.judge, name=s.judge) if s.judge else cfg.judge
+    if judge is None:
+        from safetrigger.judges.base import judge_options
+
+        # An unknown name fails here, before begin_stage records its fingerprint: recorded, it
+        # would make the corrected rerun look like a change of settings and be refused.
+        judge_options(judge_cfg.name)
     # score.judge enters the fingerprint as the judge it names, so run dirs made before the field
     # existed (or without it) still resume.
     settings = {"judge": asdict(judge_cfg), "score": {k: v for k, v in asdict(s).items() if k != "judge"},
