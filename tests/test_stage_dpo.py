@@ -297,3 +297,23 @@ def test_dpo_under_accelerate_launch_two_processes(tiny_model_dir, tmp_path):
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["world_size"] == 2 and stats["steps"] == 2 and stats["effective_batch_size"] == 4 and stats["examples"] == 8
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "DONE").is_file()
+
+
+def test_no_pairs_against_block_drops_safe_over_unsafe_with_a_block():
+    # q: safe (2) / unsafe+block (1) / unsafe (0); r: safe (2) / unsafe+block (1) twice; delta 1
+    samples = [_sample("q", i) for i in range(3)] + [_sample("r", i) for i in range(3)]
+    scores = {s["id"]: s for s in [_score("q", 0, 1, 0), _score("q", 1, 0, 1), _score("q", 2, 0, 0),
+                                   _score("r", 0, 1, 0), _score("r", 1, 0, 1), _score("r", 2, 0, 1)]}
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1), None)
+    types = {p["id"]: f"{p['chosen_type']} > {p['rejected_type']}" for p in pairs}
+    assert types == {"q": "safe > unsafe", "r": "safe > unsafe+block"} and not dropped
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1, no_pairs_against_block=True), None)
+    assert [(p["id"], p["chosen_id"], p["rejected_id"]) for p in pairs] == [("q", "q:0", "q:2")]
+    assert dropped == [{"id": "r", "category": "jailbreak", "reason": "against_block", "rewards": [2, 1, 1]}]
+    scores["r:0"]["flags"]["S_exist"] = 1  # a chosen with a block is never affected
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1, no_pairs_against_block=True), None)
+    assert {p["id"] for p in pairs} == {"q", "r"} and not dropped
+    g = [{**_sample("g", i), "category": "general"} for i in range(2)]  # general: "no block here" is the point
+    gs = {s["id"]: {**s, "verdict": {"unsafe": True}} for s in [_score("g", 0, 0, 0), _score("g", 1, 0, 1)]}
+    pairs, _, _ = build_pairs(g, gs, RewardConfig(delta=1, no_pairs_against_block=True), None)
+    assert pairs[0]["rejected_type"] == "answered+block"

@@ -246,6 +246,17 @@ def test_changed_trigger_settings_refuse_to_resume(tmp_path):
         run_trigger(cfg, store, loaded=loaded(), backend=PhaseBackend({}))
 
 
+def test_a_mistyped_answer_judge_is_refused_before_the_fingerprint_is_recorded(tmp_path):
+    cfg = make_cfg(tmp_path, answer_judge="refusal-keyword")
+    store = store_with(cfg, [gen_row("g:0", "general", "QG")])
+    with pytest.raises(ConfigError, match="unknown judge 'refusal-keyword'"):
+        run_trigger(cfg, store, loaded=loaded(), backend=PhaseBackend({}))
+    assert "trigger" not in store.manifest().get("stages", {})
+    cfg.trigger.answer_judge = "refusal-keywords"
+    run_trigger(cfg, store, loaded=loaded(), backend=PhaseBackend({}))  # not refused as a change of settings
+    assert store.is_done("trigger")
+
+
 def test_config_checks(tmp_path):
     with pytest.raises(DataError, match="generate stage first"):
         run_trigger(make_cfg(tmp_path), RunStore(tmp_path / "empty"))

@@ -206,6 +206,7 @@ class RewardConfig:
     delta: float = opt(2.0, "Keep a query only if max R - min R over its samples is at least this (> 0).")
     chosen_must_finish: bool = opt(True, "Only responses whose answer ended within the token budget may be chosen (a cut-off answer is not a target); false for weak demo models.")
     include_system_prompt: bool = opt(True, "Put the system prompt the sample stage used into each pair's prompt (training prompt = inference prompt).")
+    no_pairs_against_block: bool = opt(False, "Drop a risky query whose chosen response has no <safe> block and whose rejected one has (counted as against_block): such a pair teaches against the block, not against the unsafe answer.")
 
     def validate(self) -> None:
         if not (self.w_a > self.w_b > self.w_c > 0):

@@ -45,7 +45,7 @@ def answered(score_row: dict) -> bool:
     return (score_row.get("verdict") or {}).get("unsafe") is True
 
 
-def _risky(category: str | None, row_id) -> bool:
+def is_risky(category: str | None, row_id) -> bool:
     """Which ladder applies: the paper's (risky) or R_general. Never guessed for an unknown category."""
     from safetrigger.data import CATEGORIES, RISKY_CATEGORIES
     from safetrigger.errors import DataError
@@ -57,7 +57,7 @@ def _risky(category: str | None, row_id) -> bool:
 
 def response_reward(category: str | None, score_row: dict, cfg: RewardConfig) -> float:
     """R for a score row of a query in ``category``: the paper's R on risky queries, R_general on the others."""
-    if _risky(category, score_row.get("id")):
+    if is_risky(category, score_row.get("id")):
         return reward(score_row["flags"], cfg)
     return general_reward(answered(score_row), score_row["flags"]["S_exist"], cfg)
 
@@ -66,7 +66,7 @@ def response_type(category: str | None, score_row: dict) -> str:
     """The ladder's four classes. Risky: safe+block > safe > unsafe+block > unsafe; general:
     answered > answered+block > refused > refused+block (no answer counts as refused)."""
     flags = score_row["flags"]
-    if _risky(category, score_row.get("id")):
+    if is_risky(category, score_row.get("id")):
         head = "safe" if flags["F_safe"] else "unsafe"
     else:
         head = "answered" if answered(score_row) else "refused"

@@ -9,6 +9,8 @@ query ends up either in ``dpo.jsonl`` or in ``dpo_dropped.jsonl`` with exactly o
   ``gap_below_delta``    all responses are rewarded (nearly) alike: no preference to learn
   ``no_finished_chosen`` (``reward.chosen_must_finish``) the gap only exists with a cut-off
                          answer as the chosen side
+  ``against_block``      (``reward.no_pairs_against_block``) a risky query's best response has
+                         no block and its worst one has: the pair would teach against the block
 
 Rows are TRL's conversational preference format: ``prompt`` (system + user, the prompt the
 sample stage used), ``chosen`` / ``rejected`` (one assistant message each, the full
@@ -25,7 +27,7 @@ from dataclasses import asdict
 from safetrigger.config import RunConfig
 from safetrigger.errors import DataError
 from safetrigger.jsonl import write_jsonl
-from safetrigger.reward import FLAGS, choose_pair, response_reward, response_type
+from safetrigger.reward import FLAGS, choose_pair, is_risky, response_reward, response_type
 from safetrigger.runstore import RunStore
 from safetrigger.stages.build_sft import messages_for
 from safetrigger.stages.sample import STAGE as SAMPLE_STAGE
@@ -70,6 +72,13 @@ def build_pairs(samples: list[dict], scores: dict[str, dict], rcfg, system: str 
                 dropped.append({**base, "reason": "no_finished_chosen", "rewards": rewards})
                 continue
             pair.chosen, pair.gap = finished[sub.chosen], rewards[finished[sub.chosen]] - rewards[pair.rejected]
+        if rcfg.no_pairs_against_block and is_risky(base["category"], qid) and not flags[pair.chosen]["S_exist"] and flags[pair.rejected]["S_exist"]:
+            # "safe > unsafe+block" lowers the block's probability as much as the unsafe answer's;
+            # with a keyword judge (few safe samples) such pairs outnumber the ones the reward is
+            # for and DPO unlearns the trigger (dev recipe M″). No other rejected fits: a block-less
+            # response below a block-less chosen is unsafe (R 0) and would have been the worst.
+            dropped.append({**base, "reason": "against_block", "rewards": rewards})
+            continue
         c, j = rows[pair.chosen], rows[pair.rejected]
         pairs.append({
             **base,

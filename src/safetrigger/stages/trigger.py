@@ -444,6 +444,11 @@ def run_trigger(cfg, store: RunStore, *, loaded=None, backend: GenerationBackend
         "judge": asdict(cfg.judge) if tcfg.judge else None,
         "prompt": pid,
     }
+    if judge is None and tcfg.judge:
+        from safetrigger.judges.base import judge_options
+
+        # As in score: a typo must fail before the fingerprint is recorded, or the fixed rerun is refused.
+        judge_options(tcfg.answer_judge or cfg.judge.name)
     store.begin_stage(STAGE, asdict(cfg), settings)
     out = store.stage(STAGE)
     done = out.done_ids()
