@@ -73,10 +73,10 @@ def build_pairs(samples: list[dict], scores: dict[str, dict], rcfg, system: str 
                 continue
             pair.chosen, pair.gap = finished[sub.chosen], rewards[finished[sub.chosen]] - rewards[pair.rejected]
         if rcfg.no_pairs_against_block and is_risky(base["category"], qid) and not flags[pair.chosen]["S_exist"] and flags[pair.rejected]["S_exist"]:
-            # "safe > unsafe+block" lowers the block's probability as much as the unsafe answer's;
-            # with a keyword judge (few safe samples) such pairs outnumber the ones the reward is
-            # for and DPO unlearns the trigger (dev recipe M″). No other rejected fits: a block-less
-            # response below a block-less chosen is unsafe (R 0) and would have been the worst.
+            # "safe > unsafe+block" lowers the block's probability as much as the unsafe answer's.
+            # With a keyword judge safe samples are rare, so these pairs can be most of the ones
+            # with a safe side. No other rejected fits: a block-less response below a block-less
+            # chosen is unsafe (R 0) and would have been the worst.
             dropped.append({**base, "reason": "against_block", "rewards": rewards})
             continue
         c, j = rows[pair.chosen], rows[pair.rejected]
