@@ -2,6 +2,7 @@
 hand-made scored file, flag policies, the preference-file reader, the DPO pool's disjointness,
 and TRL DPO on a tiny random model."""
 
+import hashlib
 import itertools
 import json
 
@@ -317,3 +318,31 @@ def test_no_pairs_against_block_drops_safe_over_unsafe_with_a_block():
     gs = {s["id"]: {**s, "verdict": {"unsafe": True}} for s in [_score("g", 0, 0, 0), _score("g", 1, 0, 1)]}
     pairs, _, _ = build_pairs(g, gs, RewardConfig(delta=1, no_pairs_against_block=True), None)
     assert pairs[0]["rejected_type"] == "answered+block"
+
+
+def test_max_general_share_caps_general_pairs_by_a_stable_hash():
+    # 2 risky queries (safe > unsafe) and 6 general ones (answered > refused), delta 1
+    risky = [_sample(q, i) for q in ("r1", "r2") for i in range(2)]
+    rs = {s["id"]: s for q in ("r1", "r2") for s in (_score(q, 0, 1, 0), _score(q, 1, 0, 0))}
+    gq = [f"g{k}" for k in range(6)]
+    general = [{**_sample(q, i), "category": "general"} for q in gq for i in range(2)]
+    gs = {f"{q}:0": {**_score(q, 0, 0, 0), "verdict": {"unsafe": True}} for q in gq}
+    gs |= {f"{q}:1": {**_score(q, 1, 0, 0), "verdict": {"unsafe": False}} for q in gq}
+    samples, scores = risky + general, rs | gs
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1), None)
+    assert len(pairs) == 8 and not dropped
+    # share 0.5 with 2 risky pairs: 2 general pairs stay, the 2 lowest sha1 of the query id
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1, max_general_share=0.5), None)
+    kept_general = sorted(p["id"] for p in pairs if p["category"] == "general")
+    assert kept_general == sorted(sorted(gq, key=lambda q: hashlib.sha1(q.encode()).hexdigest())[:2])
+    assert {p["id"] for p in pairs if p["category"] == "jailbreak"} == {"r1", "r2"}
+    assert sorted(d["id"] for d in dropped) == sorted(set(gq) - set(kept_general))
+    assert {d["reason"] for d in dropped} == {"general_cap"}
+    # the pool's order does not change which stay
+    pairs2, _, _ = build_pairs(samples[::-1], scores, RewardConfig(delta=1, max_general_share=0.5), None)
+    assert sorted(p["id"] for p in pairs2 if p["category"] == "general") == kept_general
+    # share 0: no general pair; share 1 would allow division by zero and is refused
+    pairs, _, _ = build_pairs(samples, scores, RewardConfig(delta=1, max_general_share=0.0), None)
+    assert all(p["category"] == "jailbreak" for p in pairs) and len(pairs) == 2
+    with pytest.raises(ConfigError, match="max_general_share"):
+        build_pairs(samples, scores, RewardConfig(delta=1, max_general_share=1.0), None)
