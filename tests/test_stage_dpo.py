@@ -320,7 +320,7 @@ def test_no_pairs_against_block_drops_safe_over_unsafe_with_a_block():
     assert pairs[0]["rejected_type"] == "answered+block"
 
 
-def test_max_general_share_caps_general_pairs_by_a_stable_hash():
+def test_general_share_cuts_the_side_over_its_share_by_a_stable_hash():
     # 2 risky queries (safe > unsafe) and 6 general ones (answered > refused), delta 1
     risky = [_sample(q, i) for q in ("r1", "r2") for i in range(2)]
     rs = {s["id"]: s for q in ("r1", "r2") for s in (_score(q, 0, 1, 0), _score(q, 1, 0, 0))}
@@ -332,17 +332,21 @@ def test_max_general_share_caps_general_pairs_by_a_stable_hash():
     pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1), None)
     assert len(pairs) == 8 and not dropped
     # share 0.5 with 2 risky pairs: 2 general pairs stay, the 2 lowest sha1 of the query id
-    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1, max_general_share=0.5), None)
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1, general_share=0.5), None)
     kept_general = sorted(p["id"] for p in pairs if p["category"] == "general")
     assert kept_general == sorted(sorted(gq, key=lambda q: hashlib.sha1(q.encode()).hexdigest())[:2])
     assert {p["id"] for p in pairs if p["category"] == "jailbreak"} == {"r1", "r2"}
     assert sorted(d["id"] for d in dropped) == sorted(set(gq) - set(kept_general))
     assert {d["reason"] for d in dropped} == {"general_cap"}
     # the pool's order does not change which stay
-    pairs2, _, _ = build_pairs(samples[::-1], scores, RewardConfig(delta=1, max_general_share=0.5), None)
+    pairs2, _, _ = build_pairs(samples[::-1], scores, RewardConfig(delta=1, general_share=0.5), None)
     assert sorted(p["id"] for p in pairs2 if p["category"] == "general") == kept_general
-    # share 0: no general pair; share 1 would allow division by zero and is refused
-    pairs, _, _ = build_pairs(samples, scores, RewardConfig(delta=1, max_general_share=0.0), None)
-    assert all(p["category"] == "jailbreak" for p in pairs) and len(pairs) == 2
-    with pytest.raises(ConfigError, match="max_general_share"):
-        build_pairs(samples, scores, RewardConfig(delta=1, max_general_share=1.0), None)
+    # share 0.9 with 6 general pairs: int(6 * 0.1 / 0.9) = 0 risky pairs may stay
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1, general_share=0.9), None)
+    assert all(p["category"] == "general" for p in pairs) and len(pairs) == 6
+    assert sorted((d["id"], d["reason"]) for d in dropped) == [("r1", "risky_cap"), ("r2", "risky_cap")]
+    # share 0.75 is exactly 6 of 8: nothing is cut
+    pairs, dropped, _ = build_pairs(samples, scores, RewardConfig(delta=1, general_share=0.75), None)
+    assert len(pairs) == 8 and not dropped
+    with pytest.raises(ConfigError, match="general_share"):
+        build_pairs(samples, scores, RewardConfig(delta=1, general_share=1.0), None)

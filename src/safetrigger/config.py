@@ -207,7 +207,7 @@ class RewardConfig:
     chosen_must_finish: bool = opt(True, "Only responses whose answer ended within the token budget may be chosen (a cut-off answer is not a target); false for weak demo models.")
     include_system_prompt: bool = opt(True, "Put the system prompt the sample stage used into each pair's prompt (training prompt = inference prompt).")
     no_pairs_against_block: bool = opt(False, "Drop a risky query whose chosen response has no <safe> block and whose rejected one has (counted as against_block): such a pair teaches against the block, not against the unsafe answer.")
-    max_general_share: float | None = opt(None, "At most this share of the pairs comes from general (non-risky) queries, the rest dropped by a stable hash of the query id (counted as general_cap); None = no cap.")
+    general_share: float | None = opt(None, "Balance the pairs so that this share of them comes from general (non-risky) queries: the side over its share is cut by a stable hash of the query id (counted as general_cap / risky_cap); None = keep all.")
 
     def validate(self) -> None:
         if not (self.w_a > self.w_b > self.w_c > 0):
@@ -217,8 +217,8 @@ class RewardConfig:
             )
         if not self.delta > 0:
             raise ConfigError(f"reward.delta must be > 0 (a pair needs a preference), got {self.delta}")
-        if self.max_general_share is not None and not 0 <= self.max_general_share < 1:
-            raise ConfigError(f"reward.max_general_share must be in [0, 1) or null, got {self.max_general_share}")
+        if self.general_share is not None and not 0 < self.general_share < 1:
+            raise ConfigError(f"reward.general_share must be in (0, 1) or null, got {self.general_share}")
 
 
 @dataclass

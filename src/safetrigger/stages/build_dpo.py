@@ -11,8 +11,8 @@ query ends up either in ``dpo.jsonl`` or in ``dpo_dropped.jsonl`` with exactly o
                          answer as the chosen side
   ``against_block``      (``reward.no_pairs_against_block``) a risky query's best response has
                          no block and its worst one has: the pair would teach against the block
-  ``general_cap``        (``reward.max_general_share``) a general query's pair beyond the share
-                         of general pairs allowed
+  ``general_cap``        (``reward.general_share``) a general query's pair beyond that share
+  ``risky_cap``          (``reward.general_share``) a risky query's pair beyond the other share
 
 Rows are TRL's conversational preference format: ``prompt`` (system + user, the prompt the
 sample stage used), ``chosen`` / ``rejected`` (one assistant message each, the full
@@ -96,28 +96,33 @@ def build_pairs(samples: list[dict], scores: dict[str, dict], rcfg, system: str 
             "rejected_type": response_type(base["category"], scored[pair.rejected]),
             "rewards": rewards,
         })
-    if rcfg.max_general_share is not None:
-        pairs, capped = cap_general_pairs(pairs, rcfg.max_general_share)
-        dropped += capped
+    if rcfg.general_share is not None:
+        pairs, cut = balance_pairs(pairs, rcfg.general_share)
+        dropped += cut
     return pairs, dropped, all_rewards
 
 
-def cap_general_pairs(pairs: list[dict], share: float) -> tuple[list[dict], list[dict]]:
-    """(kept pairs, dropped rows): at most ``share`` of the kept pairs are general ones.
+def balance_pairs(pairs: list[dict], share: float) -> tuple[list[dict], list[dict]]:
+    """(kept pairs, dropped rows) with general pairs ``share`` of the kept ones, as near as whole
+    pairs allow: the side over its share is cut, never padded.
 
-    Why: with general queries in the pool, their "answered > answered+block" pairs push the block
-    away at the same gap as the risky pairs pull it in, and a 135M model does not tell the two
-    kinds of prompt apart well enough to learn both (dev recipe M″). Which general pairs stay is
-    decided by a hash of the query id, so it does not depend on the pool's order or on Python's
-    hash seed.
+    Why: general "answered > answered+block" pairs push the block away at the same gap as the
+    risky pairs pull it in, and a 135M model does not tell the two kinds of prompt apart well
+    enough to learn both. On dev, 56 % general pairs lost the block everywhere (M″) and 25 %
+    spread it to general prompts (M‴). Which pairs stay is decided by a hash of the query id, so
+    it depends neither on the pool's order nor on Python's hash seed.
     """
     risky = [p for p in pairs if is_risky(p["category"], p["id"])]
     general = [p for p in pairs if not is_risky(p["category"], p["id"])]
-    allowed = int(share * len(risky) / (1 - share))  # g / (r + g) <= share
-    keep = {p["id"] for p in sorted(general, key=lambda p: hashlib.sha1(str(p["id"]).encode()).hexdigest())[:allowed]}
-    capped = [{"id": p["id"], "category": p["category"], "reason": "general_cap", "rewards": p["rewards"]}
-              for p in general if p["id"] not in keep]
-    return [p for p in pairs if p["id"] in keep or is_risky(p["category"], p["id"])], capped
+    if len(general) * (1 - share) > len(risky) * share:  # too many general pairs
+        side, keep_n, reason = general, int(len(risky) * share / (1 - share)), "general_cap"
+    else:
+        side, keep_n, reason = risky, int(len(general) * (1 - share) / share), "risky_cap"
+    keep = {p["id"] for p in sorted(side, key=lambda p: hashlib.sha1(str(p["id"]).encode()).hexdigest())[:keep_n]}
+    cut = [p for p in side if p["id"] not in keep]
+    cut_ids = {p["id"] for p in cut}
+    return ([p for p in pairs if p["id"] not in cut_ids],
+            [{"id": p["id"], "category": p["category"], "reason": reason, "rewards": p["rewards"]} for p in cut])
 
 
 def run_build_dpo(cfg: RunConfig, store: RunStore) -> dict:
