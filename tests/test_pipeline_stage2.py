@@ -40,18 +40,25 @@ def scripted(monkeypatch):
     monkeypatch.setattr(generation, "make_backend", lambda loaded, gen, **kw: SampleScript(real(loaded, gen, **kw)))
 
 
-def test_full_pipeline_base_to_st_d(tiny_model_dir, tmp_path, scripted):
-    run = tmp_path / "run"
-    argv = [
-        "-q", "run", "--run_dir", str(run),
-        "--stages", "[generate, trigger, build-sft, sft, sample, score, build-dpo, dpo, activation]",
-        "--model.name_or_path", str(tiny_model_dir), "--model.template", "chatml", "--model.dtype", "float32",
+def tiny_run_args(model_dir, run_dir, stages: str, dpo_steps: int = 2) -> list[str]:
+    """Config overrides for a whole run on the tiny model, a few rows per stage (also test_branch)."""
+    return [
+        "--run_dir", str(run_dir), "--stages", stages,
+        "--model.name_or_path", str(model_dir), "--model.template", "chatml", "--model.dtype", "float32",
         "--data.pool", "{'general:train': 2, 'harmful:train': 2, 'jailbreak:train': 2}", "--data.max_query_chars", "600",
         "--generation.thinking_budget", "6", "--generation.max_new_tokens", "6", "--sft_data.drop_answer_truncated", "false",
         "--judge.name", "refusal-keywords", "--sft.lora_r", "4", "--sft.lora_alpha", "8", "--sft.max_steps", "1",
         "--sft.per_device_batch_size", "2",
         "--sample.pool", "{'jailbreak:train': 3}", "--sample.num_samples", "2",
-        "--dpo.lora_r", "4", "--dpo.lora_alpha", "8", "--dpo.max_steps", "2", "--dpo.per_device_batch_size", "2",
+        "--dpo.lora_r", "4", "--dpo.lora_alpha", "8", "--dpo.max_steps", str(dpo_steps), "--dpo.per_device_batch_size", "2",
+    ]
+
+
+def test_full_pipeline_base_to_st_d(tiny_model_dir, tmp_path, scripted):
+    run = tmp_path / "run"
+    argv = [
+        "-q", "run",
+        *tiny_run_args(tiny_model_dir, run, "[generate, trigger, build-sft, sft, sample, score, build-dpo, dpo, activation]"),
         "--activation.pool", "{'harmful:eval': 2, 'general:eval': 1}", "--activation.model_stage", "dpo",
     ]
     assert main(argv) == 0

@@ -1,6 +1,7 @@
 """The ``safetrigger`` command.
 
     safetrigger run CONFIG [--section.key VALUE ...]     every stage in config.stages, skipping finished ones
+    safetrigger branch CONFIG --from-run DIR --at STAGE  a new run dir that starts from DIR's stages before STAGE
     safetrigger <stage> CONFIG [--section.key VALUE ...] one stage (see `safetrigger --help`)
     safetrigger <stage> CONFIG --shard I/N               share I of N of a generation stage's rows (then once without: merge)
     safetrigger eval CONFIG                              models x benchmarks x judges -> <run_dir>/eval/results.md
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="Run every stage listed in config.stages, skipping finished ones.")
+    _config_args(p)
+    p = sub.add_parser("branch", help="Start CONFIG's run_dir from another run's finished stages before --at (copied, paths moved); then `safetrigger run CONFIG` does the rest.")
+    p.add_argument("--from-run", dest="from_run", required=True, metavar="DIR", help="the run dir to branch from")
+    p.add_argument("--at", required=True, metavar="STAGE", help="the first stage the new run does itself, e.g. build-dpo")
     _config_args(p)
     for name, text in STAGE_HELP.items():
         ps = sub.add_parser(name, help=text)
@@ -254,6 +259,17 @@ def _run_stages(cfg) -> int:
     return 0
 
 
+def cmd_branch(args) -> int:
+    from safetrigger.branch import branch_run
+
+    cfg = _load(args)
+    with _writing(args.from_run), _writing(cfg.run_dir):  # neither run may be written meanwhile
+        out = branch_run(args.from_run, cfg, args.at)
+    print(json.dumps({k: out[k] for k in ("run_dir", "from", "at", "stages")}))
+    print(f"next: safetrigger run {args.config or ''} (the stages from {args.at} on run in {out['run_dir']})".replace("  ", " "))
+    return 0
+
+
 def cmd_report(args) -> int:
     from safetrigger.config import ConfigError
     from safetrigger.report import write_report
@@ -375,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     argv = _flag_first(argv, "--shard")  # allowed anywhere, also after the config overrides
-    keep = {"probe": ("model",), "plan": ("run_dir",)}.get(command, ())  # the command's own flags, not config fields
+    keep = {"probe": ("model",), "plan": ("run_dir",), "branch": ("from_run", "at")}.get(command, ())  # the command's own flags, not config fields
     head, overrides = split_overrides(argv, keep=keep)
     args = parser.parse_args(head)
     args.overrides = overrides
@@ -397,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in STAGES:
             return cmd_stage(args.command, args)
-        return {"run": cmd_run, "config": cmd_config, "data": cmd_data, "model": cmd_model, "judge": cmd_judge,
+        return {"run": cmd_run, "branch": cmd_branch, "config": cmd_config, "data": cmd_data, "model": cmd_model, "judge": cmd_judge,
                 "serve": cmd_serve, "chat": cmd_chat, "probe": cmd_probe, "plan": cmd_plan,
                 "capability": cmd_capability, "report": cmd_report, "compare": cmd_compare}[args.command](args)
     except SafeTriggerError as e:
