@@ -21,22 +21,18 @@ from test_pipeline_stage2 import scripted, tiny_run_args  # noqa: F401  (scripte
 STAGE_ORDER = "[generate, trigger, build-sft, sft, sample, score, build-dpo, dpo]"
 
 
-def _tiny_args(model_dir, run_dir) -> list[str]:
-    return tiny_run_args(model_dir, run_dir, STAGE_ORDER, dpo_steps=1)
-
-
 def test_every_stage_says_what_it_writes():
     assert set(STAGE_OUTPUTS) == set(STAGES)
 
 
 def test_a_branch_reuses_stage_one_and_samples_and_redoes_the_rest(tiny_model_dir, tmp_path, scripted, monkeypatch):  # noqa: F811
     a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["-q", "run", *_tiny_args(tiny_model_dir, a)]) == 0
+    assert main(["-q", "run", *tiny_run_args(tiny_model_dir, a, STAGE_ORDER, dpo_steps=1)]) == 0
     a_manifest = (a / "manifest.json").read_text()
     a_samples = (a / "sample.jsonl").read_text()
 
     # The new config changes a DPO setting only (a sweep point): two steps instead of one.
-    b_args = [*_tiny_args(tiny_model_dir, b), "--dpo.max_steps", "2"]
+    b_args = tiny_run_args(tiny_model_dir, b, STAGE_ORDER, dpo_steps=2)
     assert main(["-q", "branch", "--from-run", str(a), "--at", "build-dpo", *b_args]) == 0
     assert (a / "manifest.json").read_text() == a_manifest  # the source is left as it was
     assert (b / "sample.jsonl").read_text() == a_samples and (b / "sft").is_dir()

@@ -23,6 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
+from safetrigger.atomic import write_json
 from safetrigger.errors import SafeTriggerError
 from safetrigger.locks import LOCK_NAME
 from safetrigger.runstore import RunStore, fingerprint
@@ -113,7 +114,7 @@ def branch_run(source: str | Path, cfg, at: str) -> dict:
         out["stages"][_manifest_key(stage)] = entry
     out["branched_from"] = {"run_dir": str(source), "at": at, "stages": kept,
                             "git": manifest.get("git"), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    RunStore(dst_dir)._write_manifest(out)
+    write_json(RunStore(dst_dir).manifest_path, out)
     return {"run_dir": target, "from": str(source), "at": at, "stages": kept, "files": copied}
 
 

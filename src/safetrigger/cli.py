@@ -266,7 +266,8 @@ def cmd_branch(args) -> int:
     with _writing(args.from_run), _writing(cfg.run_dir):  # neither run may be written meanwhile
         out = branch_run(args.from_run, cfg, args.at)
     print(json.dumps({k: out[k] for k in ("run_dir", "from", "at", "stages")}))
-    print(f"next: safetrigger run {args.config or ''} (the stages from {args.at} on run in {out['run_dir']})".replace("  ", " "))
+    command = " ".join(["safetrigger run", *([args.config] if args.config else []), *args.overrides])
+    print(f"next: {command} (the stages from {args.at} on run in {out['run_dir']})")
     return 0
 
 
