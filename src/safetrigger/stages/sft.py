@@ -13,6 +13,7 @@ from dataclasses import asdict
 from safetrigger.config import RunConfig
 from safetrigger.errors import SafeTriggerError
 from safetrigger.runstore import RunStore
+from safetrigger.training.config import fingerprinted
 
 STAGE = "sft"
 
@@ -23,7 +24,7 @@ def run_sft(cfg: RunConfig, store: RunStore) -> dict:
     data = store.dir / "sft.jsonl"
     if not data.is_file():
         raise SafeTriggerError(f"{data} not found: run the 'build-sft' stage first")
-    store.begin_stage(STAGE, asdict(cfg), {"model": asdict(cfg.model), "sft": asdict(cfg.sft)})
+    store.begin_stage(STAGE, asdict(cfg), {"model": asdict(cfg.model), "sft": fingerprinted(cfg.sft)})
     stats = train_sft(data, cfg.model, cfg.sft, store.dir / cfg.sft.output_subdir)
     stats = {**stats, "rows": stats.get("examples")}
     store.finish_stage(STAGE, stats)

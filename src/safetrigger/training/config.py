@@ -82,7 +82,26 @@ class TrainConfig:
 class SFTConfig(TrainConfig):
     """How the model is fine-tuned on the assembled think (+ safe) + answer responses (stage 1)."""
 
+    decision_weight: float = opt(1.0, "Loss weight of each row's decision token, the first after </think> (<safe> block or answer); 1 = plain SFT.")
+
     section = "sft"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.decision_weight <= 0:
+            raise ConfigError(f"sft.decision_weight must be positive, got {self.decision_weight}")
+
+
+LATER_FIELDS = {"decision_weight": 1.0}
+"""Fields added after runs existed, with their defaults: left out of fingerprints at their
+default, so a run made before they existed still resumes."""
+
+
+def fingerprinted(cfg: TrainConfig, leave_out: tuple[str, ...] = ()) -> dict:
+    """``cfg`` as recorded in fingerprints: without ``leave_out``, and without later fields at their default."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(cfg).items() if k not in leave_out and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 @dataclass

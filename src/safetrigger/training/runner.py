@@ -33,7 +33,7 @@ from safetrigger.errors import ConfigError, SafeTriggerError
 from safetrigger.atomic import write_json, write_text
 from safetrigger.runstore import fingerprint, versions
 from safetrigger.statistics import LENGTH_KEYS, percentiles
-from safetrigger.training.config import TrainConfig
+from safetrigger.training.config import TrainConfig, fingerprinted
 from safetrigger.training.data import apply_length_limit, file_sha256
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def train(recipe: Recipe, dataset_path: Path, model_cfg: ModelConfig, cfg: Train
     settings = {  # what determines the result (the dataset by content, so moving the file is fine)
         "dataset_sha256": file_sha256(dataset_path),
         "model": {k: v for k, v in asdict(model_cfg).items() if k not in ("device", "cache_dir")},
-        cfg.section: {k: v for k, v in asdict(cfg).items() if k not in _NOT_FINGERPRINTED},
+        cfg.section: fingerprinted(cfg, _NOT_FINGERPRINTED),
     }
     fp = fingerprint(settings)
     _refuse_other_settings(output_dir, fp, settings, cfg)

@@ -5,7 +5,9 @@ The SFT :class:`~safetrigger.training.runner.Recipe` (the shared skeleton is ``r
   2. measures every row with the project chat template, so ``max_length`` = longest row
      (TRL would otherwise truncate silently at 1024);
   3. builds ``trl.SFTTrainer(assistant_only_loss=True)`` and checks TRL's labels against the
-     rendered text (``training.data.check_loss_mask``): exactly think + safe + answer + end-of-turn.
+     rendered text (``training.data.check_loss_mask``): exactly think + safe + answer + end-of-turn;
+  4. with ``sft.decision_weight`` != 1, weights the loss of each row's decision token, the first
+     one after ``</think>`` (``training.decision``).
 Output layout: see ``safetrigger.training.runner``.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safetrigger.chat_templates import FAMILIES
 from safetrigger.config import ModelConfig
 from safetrigger.errors import SafeTriggerError
 from safetrigger.training.config import SFTConfig
@@ -41,9 +44,16 @@ def build_sft_trainer(model_cfg: ModelConfig, cfg: SFTConfig, args, examples):
     from datasets import Dataset
     from trl import SFTTrainer
 
+    from safetrigger.training.decision import decision_table, weighted_trainer_class
+
     loaded, peft_config = load_for_training(model_cfg, cfg, args)
     dataset = Dataset.from_list([{"messages": ex.messages} for ex in examples])
-    trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=loaded.tokenizer, peft_config=peft_config)
+    weighted = cfg.decision_weight != 1
+    trainer_class = weighted_trainer_class() if weighted else SFTTrainer
+    trainer = trainer_class(model=loaded.model, args=args, train_dataset=dataset, processing_class=loaded.tokenizer, peft_config=peft_config)
+    if weighted:
+        trainer.decision_weight = cfg.decision_weight
+        trainer.decision_positions = decision_table(trainer.processing_class, examples, trainer.train_dataset, FAMILIES[loaded.family].end_of_turn)
     return trainer, loaded
 
 
