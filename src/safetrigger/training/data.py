@@ -107,6 +107,18 @@ def assistant_spans(text: str, messages: list[dict], end_of_turn: str) -> list[t
     return spans
 
 
+def rendered_offsets(tokenizer, messages: list[dict], input_ids: list[int], end_of_turn: str, what: str):
+    """(assistant turns' character spans, each token's character offsets) of the conversation
+    rendered by the chat template; refuses when ``input_ids`` are not that rendering's tokens.
+    Needs a fast tokenizer (offsets)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    spans = assistant_spans(text, messages, end_of_turn)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != list(input_ids):
+        raise SafeTriggerError(f"{what}: the training tokens differ from the rendered chat template's tokens")
+    return spans, enc["offset_mapping"]
+
+
 def check_loss_mask(tokenizer, messages: list[dict], input_ids: list[int], labels: list[int], end_of_turn: str) -> int:
     """Check that ``labels`` (as TRL built them) train exactly the assistant turns.
 
@@ -126,15 +138,11 @@ def check_loss_mask(tokenizer, messages: list[dict], input_ids: list[int], label
         )
     if any(labels[i] != input_ids[i] for i in trained):
         raise SafeTriggerError("loss-mask check: labels differ from the input tokens they should copy")
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    spans = assistant_spans(text, messages, end_of_turn)
     if not getattr(tokenizer, "is_fast", False):
         log.warning("loss-mask check: slow tokenizer (no offsets); only checked that tokens are trained")
         return len(trained)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if list(enc["input_ids"]) != list(input_ids):
-        raise SafeTriggerError("loss-mask check: the training tokens differ from the rendered chat template's tokens")
-    expected = {i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and any(s <= a < e for s, e in spans)}
+    spans, offsets = rendered_offsets(tokenizer, messages, input_ids, end_of_turn, "loss-mask check")
+    expected = {i for i, (a, b) in enumerate(offsets) if b > a and any(s <= a < e for s, e in spans)}
     leaked = sorted(trained - expected)
     if leaked:
         bad = tokenizer.decode([input_ids[i] for i in leaked])

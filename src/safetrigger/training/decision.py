@@ -15,9 +15,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from safetrigger.errors import ConfigError, SafeTriggerError
-from safetrigger.training.data import assistant_spans
-
-THINK_CLOSE = "</think>"
+from safetrigger.response_format import THINK_CLOSE
+from safetrigger.training.data import rendered_offsets
 
 
 def decision_char(content: str) -> int | None:
@@ -38,13 +37,9 @@ def decision_index(tokenizer, messages: list[dict], input_ids: list[int], end_of
     char = decision_char(content)
     if char is None:
         return None
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    start = assistant_spans(text, messages, end_of_turn)[-1][0]
-    target = start + char
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if list(enc["input_ids"]) != list(input_ids):
-        raise SafeTriggerError("decision token: the training tokens differ from the rendered chat template's tokens")
-    for i, (a, b) in enumerate(enc["offset_mapping"]):
+    spans, offsets = rendered_offsets(tokenizer, messages, input_ids, end_of_turn, "decision token")
+    target = spans[-1][0] + char
+    for i, (a, b) in enumerate(offsets):
         if a <= target < b or a > target:  # a > target: the character was merged into the previous token's tail
             return i
     return None
