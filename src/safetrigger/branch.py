@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import copy
 import shutil
-import time
 from pathlib import Path
 
+from safetrigger import timestamps
 from safetrigger.atomic import write_json
 from safetrigger.errors import SafeTriggerError
 from safetrigger.locks import LOCK_NAME
@@ -113,7 +113,7 @@ def branch_run(source: str | Path, cfg, at: str) -> dict:
             entry["fingerprint"] = fingerprint(entry["settings"])
         out["stages"][_manifest_key(stage)] = entry
     out["branched_from"] = {"run_dir": str(source), "at": at, "stages": kept,
-                            "git": manifest.get("git"), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                            "git": manifest.get("git"), "time": timestamps.now()}
     write_json(RunStore(dst_dir).manifest_path, out)
     return {"run_dir": target, "from": str(source), "at": at, "stages": kept, "files": copied}
 

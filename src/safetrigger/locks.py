@@ -23,11 +23,11 @@ import shlex
 import shutil
 import socket
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from safetrigger import timestamps
 from safetrigger.atomic import pid_alive, remove_leftovers
 from safetrigger.errors import SafeTriggerError
 
@@ -58,7 +58,7 @@ def _command_line() -> str:
 
 def _holder_info() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "started": timestamps.now()}
 
 
 def _read_holder(fd: int) -> dict:

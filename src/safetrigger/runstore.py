@@ -34,12 +34,12 @@ import os
 import platform
 import re
 import subprocess
-import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
+from safetrigger import timestamps
 from safetrigger.atomic import WRITE_ERRNOS, write_error, write_json
 from safetrigger.errors import ConfigError, DataError, SafeTriggerError
 from safetrigger.jsonl import read_jsonl
@@ -269,16 +269,16 @@ class RunStore:
                 f"{self.dir} already holds stage '{name}' made with other settings (changed: {', '.join(changed) or '?'}); "
                 f"use a new run_dir, or delete {self.stage(name).path.name} to redo it"
             )
-        m.setdefault("created", _now())
+        m.setdefault("created", timestamps.now())
         m["config"] = config
         m["versions"] = versions()
         m["git"] = git_sha()
         stage = m.setdefault("stages", {}).setdefault(name, {})
         if self.shard is not None:  # the stage's own status is the unsharded run's to set
             stage.update({"fingerprint": fp, "settings": fingerprint_of})
-            stage.setdefault("shards", {})[self.shard.label] = {"status": "running", "started": _now()}
+            stage.setdefault("shards", {})[self.shard.label] = {"status": "running", "started": timestamps.now()}
         else:
-            stage.update({"status": "running", "started": _now(), "fingerprint": fp, "settings": fingerprint_of})
+            stage.update({"status": "running", "started": timestamps.now(), "fingerprint": fp, "settings": fingerprint_of})
         if extra:
             stage.update(extra)
         self._write_manifest(m)
@@ -298,7 +298,7 @@ class RunStore:
             with file_lock(self.dir / "manifest.lock"):
                 m = self.manifest()
                 shards = m.setdefault("stages", {}).setdefault(name, {}).setdefault("shards", {})
-                shards[self.shard.label] = {**shards.get(self.shard.label, {}), "status": "done", "finished": _now(),
+                shards[self.shard.label] = {**shards.get(self.shard.label, {}), "status": "done", "finished": timestamps.now(),
                                             "rows": stats.get("rows")}
                 self._write_manifest(m)
             fd = self._shard_locks.pop(name, None)
@@ -312,7 +312,7 @@ class RunStore:
         with file_lock(self.dir / "manifest.lock"):
             m = self.manifest()
             stage = m.setdefault("stages", {}).setdefault(name, {})
-            stage.update({"status": "done", "finished": _now(), "rows": stats.get("rows"), "peak_rss_mib": peak_rss_mib()})
+            stage.update({"status": "done", "finished": timestamps.now(), "rows": stats.get("rows"), "peak_rss_mib": peak_rss_mib()})
             self._write_manifest(m)
 
 
@@ -354,6 +354,3 @@ def git_sha() -> str | None:
         return None
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

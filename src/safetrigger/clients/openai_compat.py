@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import httpx2 as httpx
 
+from safetrigger import timestamps
 from safetrigger.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -220,7 +221,7 @@ class OpenAIClient:
         if self.request_log is None:
             return
         line = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "time": timestamps.now(),
             "endpoint": endpoint,
             "model": self.model,
             "status": status,

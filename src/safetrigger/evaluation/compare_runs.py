@@ -22,10 +22,10 @@ the eval tables) and ``report.html`` to ``--out`` (default ``<parent of the firs
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetrigger import timestamps
 from safetrigger.errors import ConfigError, DataError
 
 COMPARE_TITLE = "Method comparison"
@@ -183,7 +183,7 @@ def build_comparison(runs: list[RunEval]) -> dict:
     for m in models:
         models[m]["tokens_per_response"] = tokens_per_response(rows, m)
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": timestamps.now(),
         "run_dir": ", ".join(str(r.path) for r in runs),
         "runs": [{"name": r.name, "path": str(r.path)} for r in runs],
         "models": models,

@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetrigger import timestamps
 from safetrigger.config import ModelConfig, RunConfig
 from safetrigger.errors import ConfigError, SafeTriggerError
 from safetrigger.evaluation import metrics
@@ -372,7 +373,7 @@ def build_results(cfg: RunConfig, edir: EvalDir, models, jobs, judges, pairs, ge
     rows, outcomes, per_query = result_rows(edir, models, pairs, gen.num_samples)
     comparisons = compare(outcomes, comparison_pairs({m: spec for m, (spec, _) in models.items()}), notes)
     return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created": timestamps.now(),
         "run_dir": str(cfg.run_dir),
         "models": {m: {"spec": spec, "identity": stages.get(f"raw/{m}", {}).get("model")} for m, (spec, _) in models.items()},
         "benchmarks": {j.name: {"group": j.group, "metric": j.bench.metric, "n": len(j.queries) * gen.num_samples,
@@ -401,7 +402,7 @@ def run_eval(cfg: RunConfig, store: RunStore) -> dict:
     judges = build_judges(cfg)
     jobs = benchmark_jobs(cfg)
     models = resolve_models(cfg, store, notes)
-    store.update_stage(STAGE, status="running", started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    store.update_stage(STAGE, status="running", started=timestamps.now(),
                        settings=dataclasses.asdict(cfg.eval))
     edir = EvalDir.of(cfg)
     for name, (_, model_cfg) in models.items():

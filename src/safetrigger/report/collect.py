@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from safetrigger.errors import DataError
+from safetrigger.timestamps import seconds_between
 from safetrigger.report.results import results_view
 from safetrigger.report.summarize import summarize_stage
 
@@ -121,7 +122,7 @@ def _stage(d: Path, name: str, manifest: dict) -> dict:
     out = {
         "name": name, "cli": cli, "stats_file": f"{name}.stats.json",
         "started": entry.get("started"), "finished": entry.get("finished"),
-        "duration_s": _duration(entry.get("started"), entry.get("finished")),
+        "duration_s": seconds_between(entry.get("started"), entry.get("finished")),
         "stats": None, "summary": None, "error": None,
         "hint": f"safetrigger {cli} CONFIG",
     }
@@ -142,14 +143,6 @@ def _stage(d: Path, name: str, manifest: dict) -> dict:
     except Exception as e:  # unexpected shapes inside a valid JSON file: say so, keep the page
         out["status"], out["error"] = "error", f"{name}.stats.json has unexpected content ({type(e).__name__}: {e})"
     return out
-
-
-def _duration(start, end) -> float | None:
-    fmt = "%Y-%m-%dT%H:%M:%S%z"
-    try:
-        return time.mktime(time.strptime(end, fmt)) - time.mktime(time.strptime(start, fmt))
-    except (TypeError, ValueError):
-        return None
 
 
 def _reward_histogram(dpo_stage: dict) -> dict | None:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from safetrigger import timestamps
 from safetrigger.chat_templates import FAMILIES
 from safetrigger.config import ModelConfig
 from safetrigger.errors import ConfigError, SafeTriggerError
@@ -407,7 +408,7 @@ def _merge_after_the_fact(model_cfg: ModelConfig, output_dir: Path, stats: dict,
 
 def _finish(output_dir: Path, stats: dict) -> None:
     _write_json(output_dir / STATS, stats)
-    write_text(output_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S%z") + "\n")
+    write_text(output_dir / DONE, timestamps.now() + "\n")
 
 
 def _write_json(path: Path, obj: dict) -> None:
