@@ -6,6 +6,7 @@ the copied stages must be accepted as they are (no generation at all), the later
 """
 
 import json
+import shlex
 
 import pytest
 
@@ -25,7 +26,7 @@ def test_every_stage_says_what_it_writes():
     assert set(STAGE_OUTPUTS) == set(STAGES)
 
 
-def test_a_branch_reuses_stage_one_and_samples_and_redoes_the_rest(tiny_model_dir, tmp_path, scripted, monkeypatch):  # noqa: F811
+def test_a_branch_reuses_stage_one_and_samples_and_redoes_the_rest(tiny_model_dir, tmp_path, scripted, monkeypatch, capsys):  # noqa: F811
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["-q", "run", *tiny_run_args(tiny_model_dir, a, STAGE_ORDER, dpo_steps=1)]) == 0
     a_manifest = (a / "manifest.json").read_text()
@@ -33,7 +34,11 @@ def test_a_branch_reuses_stage_one_and_samples_and_redoes_the_rest(tiny_model_di
 
     # The new config changes a DPO setting only (a sweep point): two steps instead of one.
     b_args = tiny_run_args(tiny_model_dir, b, STAGE_ORDER, dpo_steps=2)
+    capsys.readouterr()
     assert main(["-q", "branch", "--from-run", str(a), "--at", "build-dpo", *b_args]) == 0
+    # The printed next command pastes into a shell as it is: values with spaces stay one argument.
+    next_line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("next: "))
+    assert shlex.split(next_line.removeprefix("next: ").split(" (the stages from")[0]) == ["safetrigger", "run", *b_args]
     assert (a / "manifest.json").read_text() == a_manifest  # the source is left as it was
     assert (b / "sample.jsonl").read_text() == a_samples and (b / "sft").is_dir()
     assert not (b / "dpo.jsonl").exists() and not (b / "dpo").exists()  # from --at on: not copied

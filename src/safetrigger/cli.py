@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 
@@ -266,7 +267,8 @@ def cmd_branch(args) -> int:
     with _writing(args.from_run), _writing(cfg.run_dir):  # neither run may be written meanwhile
         out = branch_run(args.from_run, cfg, args.at)
     print(json.dumps({k: out[k] for k in ("run_dir", "from", "at", "stages")}))
-    command = " ".join(["safetrigger run", *([args.config] if args.config else []), *args.overrides])
+    # Quoted so the line can be pasted: override values such as '{st-s: sft}' hold spaces.
+    command = shlex.join(["safetrigger", "run", *([args.config] if args.config else []), *args.overrides])
     print(f"next: {command} (the stages from {args.at} on run in {out['run_dir']})")
     return 0
 
