@@ -17,6 +17,7 @@ from safetrigger.config import load_config
 from safetrigger.errors import SafeTriggerError
 from safetrigger.runstore import RunStore, fingerprint
 from safetrigger.stages import STAGES
+from safetrigger.training.runner import SETTINGS as TRAIN_SETTINGS
 from test_pipeline_stage2 import scripted, tiny_run_args  # noqa: F401  (scripted: a fixture)
 
 STAGE_ORDER = "[generate, trigger, build-sft, sft, sample, score, build-dpo, dpo]"
@@ -93,6 +94,21 @@ def test_a_branch_copies_only_the_stages_before_at_and_moves_their_paths(tmp_pat
     m = RunStore(dst).manifest()
     assert m["stages"]["sft"]["settings"]["model"]["name_or_path"] == f"{dst}/sft/model"
     assert m["config"]["run_dir"] == str(dst)
+
+
+def test_a_branch_moves_a_copied_training_dirs_own_settings(tmp_path):
+    """Branching after DPO copies its dir, whose train_settings.json names the ST-S it trained on:
+    the trainer would refuse it as 'made with other settings' unless that path moves too."""
+    src = tmp_path / "src"
+    _fake_run(src, {s: "done" for s in ("generate", "trigger", "build-sft", "sft", "sample", "score", "build-dpo", "dpo")})
+    settings = {"dataset_sha256": "ab", "model": {"name_or_path": f"{src}/sft/model"}, "dpo": {"beta": 0.1}}
+    (src / "dpo" / TRAIN_SETTINGS).write_text(json.dumps({"fingerprint": fingerprint(settings), "settings": settings}))
+    dst = tmp_path / "dst"
+    branch_run(src, load_config(None, ["--run_dir", str(dst)]), "eval")
+    moved = json.loads((dst / "dpo" / TRAIN_SETTINGS).read_text())
+    assert moved["settings"]["model"]["name_or_path"] == f"{dst}/sft/model"
+    assert moved["settings"]["dpo"] == {"beta": 0.1} and moved["fingerprint"] == fingerprint(moved["settings"])
+    assert json.loads((src / "dpo" / TRAIN_SETTINGS).read_text())["settings"] == settings  # the source is left as it was
 
 
 @pytest.mark.parametrize("case, message", [

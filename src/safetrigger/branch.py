@@ -8,7 +8,9 @@ every point, and every point should still be one ordinary run dir that ``safetri
 resumes, reports and compares. The branch copies the outputs of the stages before ``--at`` (in
 pipeline order) into CONFIG's ``run_dir`` and writes a manifest that holds only those stages, with
 the source's run dir replaced by the new one in their recorded settings (the sample stage records
-the ST-S path, so a plain copy would be refused as "made with other settings"). Nothing at or after
+the ST-S path, so a plain copy would be refused as "made with other settings"). A copied training
+dir's own ``train_settings.json`` is moved the same way: DPO records the ST-S path it trained on,
+and the trainer refuses a finished dir whose fingerprint differs. Nothing at or after
 ``--at`` is copied, so those stages run afresh under CONFIG. If CONFIG changes a setting of a
 copied stage, the next ``run`` refuses and names it, exactly as for a resumed run.
 
@@ -19,6 +21,7 @@ copied half-written, so it is refused), and the new run dir is absent or empty.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from safetrigger.atomic import write_json
 from safetrigger.errors import SafeTriggerError
 from safetrigger.locks import LOCK_NAME
 from safetrigger.runstore import RunStore, fingerprint
+from safetrigger.training.runner import SETTINGS as TRAIN_SETTINGS
 
 # What each stage writes in its run dir. ``{sft}``/``{dpo}``/``{eval}`` are the source config's
 # output_subdir values; ``*`` covers shard files. tests/test_branch.py fails if a stage has no entry.
@@ -64,6 +68,17 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copytree(src, dst)
     else:
         shutil.copy2(src, dst)
+
+
+def _move_train_settings(path: Path, old: str, new: str) -> None:
+    """A copied training dir's settings (and so its fingerprint) name paths under the new run dir."""
+    try:
+        recorded = json.loads(path.read_text())
+        settings = _rewrite(recorded["settings"], old, new)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SafeTriggerError(f"cannot read {path} to move its paths ({type(e).__name__}: {e}); "
+                               f"branch at an earlier stage to retrain there") from e
+    write_json(path, {**recorded, "settings": settings, "fingerprint": fingerprint(settings)})
 
 
 def branch_run(source: str | Path, cfg, at: str) -> dict:
@@ -104,6 +119,8 @@ def branch_run(source: str | Path, cfg, at: str) -> dict:
             for path in sorted(src.dir.glob(pattern.format(**subdirs))):
                 _copy(path, dst_dir / path.name)
                 copied.append(path.name)
+                if (dst_dir / path.name / TRAIN_SETTINGS).is_file():
+                    _move_train_settings(dst_dir / path.name / TRAIN_SETTINGS, old_dir, target)
     out = copy.deepcopy(manifest)
     out["config"] = asdict(cfg)  # the next stage to run records it again, with the versions and git sha
     out["stages"] = {}
