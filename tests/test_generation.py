@@ -209,6 +209,43 @@ def test_repetition_penalty_spares_the_format_inside_a_block_only(loaded):
     assert sparing[0, word] == pytest.approx(2.0) == plain[0, word]
 
 
+def test_leading_spare_keeps_the_second_line_break_of_the_decision(loaded):
+    """With ``leading``, an output that so far holds only line breaks (the '\\n' the answer call
+    after </think> starts with) keeps the next line break's logit; once a word is written, and
+    without ``leading`` at all, a repeated line break is penalized as before."""
+    import torch
+
+    from safetrigger.generation.base import AFTER, OUTSIDE, BlockSpare
+    from safetrigger.generation.transformers_backend import repetition_penalty
+
+    tok = loaded.tokenizer
+    spare = BlockSpare.of(tok)
+    ids = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    prompt = ids("Q: bread?</think>")
+    assert spare.start_state(prompt) == OUTSIDE and spare.start_state(prompt, leading=True) == AFTER
+    assert spare.start_state(ids("Q:<safe>\nbread"), leading=True) == spare.state(ids("Q:<safe>\nbread"))  # open stays open
+    newline = ids("\n")[-1]
+
+    def penalized(output: str, leading: bool) -> float:
+        """The line break's logit after ``output``, fed as generation feeds it: the prompt, then the grown row."""
+        proc = repetition_penalty(1.5, len(prompt), spare, leading)
+        proc(torch.tensor([prompt]), torch.zeros(1, len(tok)))
+        row = prompt + ids(output)
+        for end in range(len(prompt) + 1, len(row) + 1):
+            scores = proc(torch.tensor([row[:end]]), torch.full((1, len(tok)), 3.0))
+        return float(scores[0, newline])
+
+    assert penalized("\n", leading=True) == 3.0 and penalized("\n", leading=False) == pytest.approx(2.0)
+    assert penalized("\nok\n", leading=True) == pytest.approx(2.0)  # 'ok' was written: the leading run is over
+
+
+def test_run_dirs_made_before_the_leading_spare_resume_with_it_off():
+    from safetrigger.generation import output_settings
+
+    assert "penalty_spares_leading" not in output_settings(GenerationConfig())
+    assert output_settings(GenerationConfig(penalty_spares_leading=True))["penalty_spares_leading"] is True
+
+
 def test_backend_spares_format_tokens_unless_asked_not_to(loaded, monkeypatch):
     seen = []
     real = loaded.model.generate

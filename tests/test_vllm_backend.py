@@ -69,14 +69,24 @@ def vl(mcfg):
 
 def test_greedy_fp32_is_token_identical_to_transformers(hf, vl):
     # 5.0: our generated-tokens-only penalty, on both sides (strong: random logits are flat),
-    # sparing or not; prompts whose <safe> block is open, too (the spared path)
+    # sparing or not; prompts whose <safe> block is open, too (the spared path), and the leading
+    # spare after </think> (penalty_spares_leading: both backends start the output spared)
     in_block = [p + "x\n</think>\n\n<safe>\n" for p in PROMPTS[:3]]
-    for penalty, spare, prompts in ((1.0, True, PROMPTS), (5.0, True, PROMPTS), (5.0, False, PROMPTS), (5.0, True, in_block)):
-        p = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty, penalty_spares_format=spare)
+    after_think = [p + "x\n</think>" for p in PROMPTS[:3]]
+    for penalty, spare, prompts, leading in ((1.0, True, PROMPTS, False), (5.0, True, PROMPTS, False), (5.0, False, PROMPTS, False),
+                                             (5.0, True, in_block, False), (5.0, True, after_think, True)):
+        p = SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=penalty, penalty_spares_format=spare,
+                           penalty_spares_leading=leading)
         a, b = hf.complete(prompts, p), vl.complete(prompts, p)
         assert [r[0].text for r in a] == [r[0].text for r in b]
         assert [(r[0].finish_reason, r[0].completion_tokens, r[0].prompt_tokens) for r in a] == \
                [(r[0].finish_reason, r[0].completion_tokens, r[0].prompt_tokens) for r in b]
+    from safetrigger.generation.base import AFTER, OUTSIDE
+    from safetrigger.generation.vllm_backend import SPARE_ARG
+
+    ids = vl.tokenizer(after_think[0], add_special_tokens=False).input_ids
+    states = [vl._penalty_args(SamplingParams(repetition_penalty=5.0, penalty_spares_leading=x), ids)[SPARE_ARG]["state"] for x in (False, True)]
+    assert states == [OUTSIDE, AFTER]  # what the engine's per-request processor starts from
     plain = vl.complete(PROMPTS[:1], SamplingParams(max_new_tokens=24))[0][0].text
     b = vl.complete(PROMPTS[:1], SamplingParams(max_new_tokens=24, temperature=0.0, repetition_penalty=5.0))
     assert plain != b[0][0].text, "the penalty must change a looping random model's output"

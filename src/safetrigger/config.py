@@ -63,6 +63,7 @@ class GenerationConfig:
     seed: int = opt(0, "Base seed: the same prompts, batch size and seed give the same samples.")
     repetition_penalty: float = opt(1.0, "Repetition penalty (>1 discourages loops; small models need it, 1.0 = off). The transformers backend applies it to generated tokens only, so the format tags in the prompt stay free to emit.")
     penalty_spares_format: bool = opt(True, "Inside a <safe> block the repetition penalty spares line breaks and the tag's tokens, which the block repeats by design (false: penalize them like words, as runs before 2026-12-01 did; resumes their run dirs). Local backends only.")
+    penalty_spares_leading: bool = opt(False, "Also spare them at the start of each call's output, up to its first other token: the decision after </think> then follows the trained '\\n\\n<safe>' path instead of a penalized second line break (measured on dev: README 'Demo results'). Local backends only.")
     stop: list[str] = opt(help="Extra stop strings for the answer phase.", factory=list)
     save_every: int = opt(64, "Prompts per chunk written to disk: a kill loses at most this many.")
     progress: bool = opt(True, "Show a progress bar (rates and ETA).")

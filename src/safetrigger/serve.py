@@ -293,6 +293,7 @@ def create_app(loaded, backend, gen, system: str | None, model_name: str, api_ke
             stop=stops(req),
             repetition_penalty=req.repetition_penalty or gen.repetition_penalty,
             penalty_spares_format=gen.penalty_spares_format,
+            penalty_spares_leading=gen.penalty_spares_leading,
             seed=gen.seed if req.seed is None else req.seed,
         )
         lengths = [len(loaded.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]

@@ -92,4 +92,6 @@ def output_settings(gen) -> dict:
     # Run dirs made before the penalty spared the block's tokens resume with it set false.
     if not out.get("penalty_spares_format", True):
         del out["penalty_spares_format"]
+    if not out.get("penalty_spares_leading", False):  # at its default: earlier run dirs resume
+        out.pop("penalty_spares_leading", None)
     return out

@@ -28,6 +28,9 @@ class SamplingParams:
     penalty_spares_format: bool = True
     """Inside a ``<safe>`` block the repetition penalty leaves line breaks and the tag's tokens
     alone (:class:`BlockSpare`)."""
+    penalty_spares_leading: bool = False
+    """Also spare them at the start of the call's output, up to its first other token
+    (:meth:`BlockSpare.start_state`); needs ``penalty_spares_format``."""
     seed: int = 0
     """Seed for sampling (backends document their reproducibility scope)."""
 
@@ -182,6 +185,20 @@ class BlockSpare:
     @classmethod
     def from_args(cls, args: dict) -> "BlockSpare":
         return cls(tuple(args["ids"]), tuple(map(tuple, args["opens"])), tuple(map(tuple, args["closes"])))
+
+    def start_state(self, prompt_ids, leading: bool = False) -> int:
+        """The state the output starts in: the prompt's, or with ``leading`` ``AFTER`` where the
+        prompt ends outside a block, so the output's first line breaks and tag pieces are spared
+        up to its first other token.
+
+        Why: the answer call after ``</think>`` begins with the decision, and every SFT row
+        writes it as ``\n``, ``\n``, then ``<safe>`` or the answer. Penalized (output-only, 1.2,
+        then temperature 0.7), the second ``\n`` fell from P 0.94 to about 0 on the demo ST-S,
+        so sampling decided at the position before it instead, among ``<``, ``</`` (another
+        ``</think>``) and the answer's words: a distribution SFT never trained, in place of the
+        learned P(``<safe>``). ``scripts/trigger_probability.py --sampled`` measures both."""
+        state = self.state(prompt_ids)
+        return AFTER if leading and state == OUTSIDE else state
 
     def state(self, ids, was: int = 0, start: int = 0) -> int:
         """Where ``ids`` end relative to a block: ``OUTSIDE``, ``INSIDE``, or ``AFTER`` (``</safe>``

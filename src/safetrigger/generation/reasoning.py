@@ -69,6 +69,7 @@ def sampling(
         seed=gen.seed if seed is None else seed,
         repetition_penalty=gen.repetition_penalty,
         penalty_spares_format=gen.penalty_spares_format,
+        penalty_spares_leading=gen.penalty_spares_leading,
     )
 
 

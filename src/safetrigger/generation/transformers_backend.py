@@ -99,7 +99,7 @@ class TransformersBackend(GenerationBackend):
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
             if params.repetition_penalty != 1.0:
                 spare = self.spare if params.penalty_spares_format else None
-                kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width, spare)
+                kwargs["logits_processor"] = repetition_penalty(params.repetition_penalty, width, spare, params.penalty_spares_leading)
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
             if on_text is not None or should_stop is not None:
@@ -156,7 +156,7 @@ class TransformersBackend(GenerationBackend):
         return next_token_entropies(self.model, seqs, pad, self.batch_size)
 
 
-def repetition_penalty(penalty: float, prompt_width: int, spare: BlockSpare | None = None):
+def repetition_penalty(penalty: float, prompt_width: int, spare: BlockSpare | None = None, leading: bool = False):
     """HF's repetition penalty over the tokens this call generates only (not the prompt), with
     ``spare``'s token ids left unpenalized while a ``<safe>`` block is open (:class:`BlockSpare`).
 
@@ -164,18 +164,19 @@ def repetition_penalty(penalty: float, prompt_width: int, spare: BlockSpare | No
     markup — ``<think>``, ``</think>``, chat tags — whose tokens (``<``, ``\n``) a Safe-Trigger
     model must emit to open ``<safe>``. With the default, penalty 1.2 cut the demo ST-S from
     P(``<safe>``) ~ 0.2 to no block at all; loops, what the penalty is for, happen in the output.
+    ``leading``: spare them also at the start of the output (:meth:`BlockSpare.start_state`).
     """
     from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
-    return LogitsProcessorList([_SparingPenalty(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_width), spare)])
+    return LogitsProcessorList([_SparingPenalty(RepetitionPenaltyLogitsProcessor(penalty, prompt_ignore_length=prompt_width), spare, leading)])
 
 
 class _SparingPenalty:
     """HF's penalty processor; in rows inside a ``<safe>`` block or just after it, the spared
     ids' logits are put back after it ran."""
 
-    def __init__(self, hf, spare: BlockSpare | None):
-        self.hf, self.spare = hf, spare
+    def __init__(self, hf, spare: BlockSpare | None, leading: bool = False):
+        self.hf, self.spare, self.leading = hf, spare, leading
         self.penalty, self.prompt_ignore_length = hf.penalty, hf.prompt_ignore_length
         self.states: list[int] | None = None  # per row: BlockSpare.state after `self.seen` tokens
         self.seen = 0
@@ -184,9 +185,10 @@ class _SparingPenalty:
         if self.spare is None or not self.spare.ids:
             return self.hf(input_ids, scores)
         rows = input_ids.tolist()  # the rows of one generate call keep their order
-        if self.states is None:
-            self.states = [OUTSIDE] * len(rows)
-        self.states = [self.spare.state(r, was, self.seen) for r, was in zip(rows, self.states)]
+        if self.states is None:  # the first call holds the (left-padded) prompts only
+            self.states = [self.spare.start_state(r, self.leading) for r in rows]
+        else:
+            self.states = [self.spare.state(r, was, self.seen) for r, was in zip(rows, self.states)]
         self.seen = input_ids.shape[1]
         spared = list(self.spare.ids)
         kept = scores[:, spared].clone()

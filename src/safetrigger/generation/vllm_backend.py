@@ -356,7 +356,7 @@ class VLLMBackend(GenerationBackend):
             return None
         extra = {PENALTY_ARG: params.repetition_penalty}
         if params.penalty_spares_format and self.spare.ids:
-            extra[SPARE_ARG] = {**self.spare.to_args(), "state": self.spare.state(prompt_ids)}
+            extra[SPARE_ARG] = {**self.spare.to_args(), "state": self.spare.start_state(prompt_ids, params.penalty_spares_leading)}
         return extra
 
     def complete(self, prompts: list[str], params: SamplingParams, num_samples: int = 1, *, on_text=None,
