@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.9, help="with --sampled (the demo: 0.9)")
     ap.add_argument("--repetition-penalty", type=float, default=1.2, help="with --sampled (the demo: 1.2)")
     ap.add_argument("--spare-leading", action="store_true", help="with --sampled: as generation.penalty_spares_leading")
+    ap.add_argument("--audit", metavar="MODEL", help="also ask MODEL (e.g. embedded: the base) the probe's audit question "
+                    "about each dev row's query and reasoning, and report how well its P(yes) separates the sets")
     args = ap.parse_args()
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
@@ -115,7 +117,7 @@ def main() -> None:
             print(line)
         separation(split, by)
 
-    def separation(split: str, by: dict) -> None:
+    def separation(split: str, by: dict, columns=None) -> None:
         """How well P alone tells each risky set from the general one: AUROC (Mann-Whitney U),
         and the share of risky rows above the threshold that at most 10 % of general rows pass
         (the issue's adaptive-trigger target asks >= 80 % at <= 10 %)."""
@@ -124,7 +126,7 @@ def main() -> None:
         general = next((c for c in by if c.startswith("general")), None)
         if general is None:
             return
-        for col, name in [(0, "P")] + ([(1, "sampled P")] if args.sampled else []):
+        for col, name in columns or [(0, "P")] + ([(1, "sampled P")] if args.sampled else []):
             neg = [r[col] for r in by[general]]
             for cat in sorted(c for c in by if c != general):
                 pos = [r[col] for r in by[cat]]
@@ -140,13 +142,35 @@ def main() -> None:
         think = by_role["assistant"].split("<think>\n", 1)[1].split("\n</think>", 1)[0]
         train.append(("general" if r["category"] == "general" else "risky", p_open(by_role["user"], think, by_role.get("system", SYSTEM))))
     report("train", train)
-    dev = []
+    dev, dev_rows = [], []
     for f in sorted(glob.glob(f"{args.run}/eval/generations/{args.gen}/*.jsonl")):
         for line in open(f, encoding="utf-8"):
             r = json.loads(line)
             if r.get("think") is not None:
                 dev.append((r["benchmark"], p_open(r["query"], r["think"])))
+                dev_rows.append(r)
     report("dev", dev)
+
+    def audit(rows: list[dict]) -> None:
+        """Does the model know the difference at all? The probe's audit question, with and
+        without the row's reasoning: a separation near 0.5 here leaves SFT nothing to tie to."""
+        from safetrigger.config import GenerationConfig, ModelConfig, ProbeConfig
+        from safetrigger.judges.yes_no import scorer_for
+        from safetrigger.prompts import fill
+
+        scorer = scorer_for(ModelConfig(name_or_path=args.audit), GenerationConfig(backend="transformers", progress=False))
+        template = load_prompt(ProbeConfig().prompt)
+        for label, with_reasoning in (("audit, query + reasoning", True), ("audit, query only", False)):
+            qs = [fill(template, query=r["query"], reasoning=r["think"].strip() if with_reasoning else "") for r in rows]
+            by = defaultdict(list)
+            for r, a in zip(rows, scorer.ask(qs)):
+                by[r["benchmark"]].append((a.score,))
+            for cat, vals in sorted(by.items()):
+                print(f"{label}: {cat:24s} n={len(vals):4d}  mean P(yes)={sum(v for v, in vals) / len(vals):.3f}")
+            separation(label, by, columns=[(0, "P(yes)")])
+
+    if args.audit:
+        audit(dev_rows)
 
 
 if __name__ == "__main__":
