@@ -118,10 +118,10 @@ def main() -> None:
         separation(split, by)
 
     def separation(split: str, by: dict, columns=None) -> None:
-        """How well P alone tells each risky set from the general one: AUROC (Mann-Whitney U),
-        and the share of risky rows above the threshold that at most 10 % of general rows pass
-        (the issue's adaptive-trigger target asks >= 80 % at <= 10 %)."""
-        from scipy.stats import mannwhitneyu
+        """How well P alone tells each risky set from the general one: AUROC (the probe's
+        ``metrics.auroc``), and the share of risky rows above the threshold that at most 10 % of
+        general rows pass (the issue's adaptive-trigger target asks >= 80 % at <= 10 %)."""
+        from safetrigger.evaluation.metrics import auroc as area
 
         general = next((c for c in by if c.startswith("general")), None)
         if general is None:
@@ -130,7 +130,7 @@ def main() -> None:
             neg = [r[col] for r in by[general]]
             for cat in sorted(c for c in by if c != general):
                 pos = [r[col] for r in by[cat]]
-                auroc = mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg))
+                auroc = area(pos, neg)
                 t = min((v for v in set(pos + neg) if sum(x >= v for x in neg) <= 0.1 * len(neg)), default=float("inf"))
                 tpr = sum(x >= t for x in pos) / len(pos)
                 print(f"{split:6s} {name:9s} {cat} vs {general}: AUROC={auroc:.2f}  risky share at <=10 % general={tpr:.2f}")

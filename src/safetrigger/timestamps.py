@@ -1,7 +1,8 @@
 """The one timestamp format of manifests, stage records, locks and logs.
 
-Local time with its UTC offset (``2026-12-04T18:40:02+0000``): a reader on another host can
-still order and subtract two records, and the report's stage durations parse it back.
+Local time with its UTC offset (``2026-12-04T18:40:02+0000``), so a reader can tell which
+zone a record was written in; the report's stage durations parse it back (``seconds_between``,
+which subtracts the clock times and ignores the offset: both ends come from one host).
 """
 from __future__ import annotations
 
